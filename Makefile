@@ -1,0 +1,42 @@
+# The two README commands: `make demo` and `make test`. Both create .venv when missing.
+VENV   ?= .venv
+PYTHON ?= python3
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+DEMO   ?= build/demo
+# pytest workers are not used: the suite is sized for 2 cores in one process.
+PYTEST ?= $(BIN)/python -m pytest
+
+.PHONY: install demo test test-slow lint format bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev,dask]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/recsys demo --out $(DEMO)
+
+lint: $(STAMP)
+	$(BIN)/ruff check recsys tests benchmarks
+	$(BIN)/ruff format --check recsys tests benchmarks
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format recsys tests benchmarks
+	$(BIN)/ruff check --fix recsys tests benchmarks
+
+test: $(STAMP) lint
+	$(PYTEST) -m "not slow and not gpu" tests
+
+test-slow: $(STAMP)
+	$(PYTEST) -m "slow or gpu" tests
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,45 @@
+"""Recommender models, all answering the one protocol in :mod:`recsys.protocols`.
+
+Models are selected by name through :func:`get_model_class`; names are the component
+names of the CLI contract (``popular``, ``itemknn``, ...).
+"""
+
+from __future__ import annotations
+
+from recsys.errors import ConfigError
+from recsys.models.base import BaseRecommender, ModelConfig
+from recsys.models.knn import ItemKNN, ItemKNNConfig
+from recsys.models.popular import Popular, PopularConfig
+
+__all__ = [
+    "MODEL_REGISTRY",
+    "BaseRecommender",
+    "ItemKNN",
+    "ItemKNNConfig",
+    "ModelConfig",
+    "Popular",
+    "PopularConfig",
+    "get_model_class",
+]
+
+#: Component name -> model class. Later models register here.
+MODEL_REGISTRY: dict[str, type[BaseRecommender]] = {
+    Popular.name: Popular,
+    ItemKNN.name: ItemKNN,
+}
+
+
+def get_model_class(name: str) -> type[BaseRecommender]:
+    """The model class registered under ``name``.
+
+    Raises
+    ------
+    ConfigError
+        If no model has that name; the message lists the available ones.
+    """
+    try:
+        return MODEL_REGISTRY[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown model {name!r}; available: {', '.join(sorted(MODEL_REGISTRY))}"
+        ) from None

@@ -1,0 +1,343 @@
+"""Shared machinery of the matrix-style models: fitted-state checks, batched top-k with
+seen-item exclusion and cold-start fallback, and safe save/load.
+
+A model subclasses :class:`BaseRecommender`, declares its ``Config`` and the learned
+attributes in ``_state_fields``, and implements ``_fit`` and ``_score_users``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import ArrayLike, NDArray
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from recsys.errors import ArtifactError, ConfigError, DataError, NotFittedError
+from recsys.types import TrainingData
+
+__all__ = ["BaseRecommender", "HistoryFoldIn", "ModelConfig", "check_is_fitted", "topk"]
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+_BLOCK_BYTES = 64 * 1024 * 1024  # dense score block budget per recommend chunk
+
+
+class ModelConfig(BaseModel):
+    """Frozen hyperparameters of a model; unknown keys are an error."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    seed: int = 42
+
+
+def check_is_fitted(model: BaseRecommender) -> None:
+    """Raise :class:`NotFittedError` unless every learned attribute of ``model`` is set."""
+    missing = [f for f in model._all_state_fields() if getattr(model, f, None) is None]
+    if missing:
+        raise NotFittedError(
+            f"{type(model).__name__} is not fitted (missing {', '.join(missing)}); "
+            "call fit() or load() first"
+        )
+
+
+def topk(scores: NDArray[np.float32], k: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """Row-wise top-``k`` of a dense score block, deterministic under ties.
+
+    Ties are broken by the lower item index, so a user's list does not depend on which
+    other users share the block. ``-inf`` marks ineligible items; rows with fewer than
+    ``k`` eligible items are padded with index ``-1`` and score NaN.
+
+    Parameters
+    ----------
+    scores : (n, n_items) float32
+    k
+        Items per row; clipped to ``n_items``.
+
+    Returns
+    -------
+    items : (n, k) int64 and scores : (n, k) float32
+    """
+    n, n_items = scores.shape
+    kk = min(k, n_items)
+    if n == 0 or kk == 0:
+        return np.full((n, k), -1, np.int64), np.full((n, k), np.nan, np.float32)
+    part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+    thr = np.take_along_axis(scores, part, axis=1).min(axis=1, keepdims=True)
+    above = scores > thr
+    need = kk - above.sum(axis=1, keepdims=True)
+    tie = scores == thr
+    chosen = above | (tie & (np.cumsum(tie, axis=1) <= need))
+    rows, cols = np.nonzero(chosen)
+    cols = cols.reshape(n, kk)
+    vals = np.take_along_axis(scores, cols, axis=1)
+    order = np.lexsort((cols, -vals), axis=1) if n else cols
+    items = np.take_along_axis(cols, order, axis=1).astype(np.int64)
+    vals = np.take_along_axis(vals, order, axis=1).astype(np.float32)
+    bad = ~np.isfinite(vals)
+    items[bad] = -1
+    vals[bad] = np.nan
+    if kk < k:
+        items = np.pad(items, ((0, 0), (0, k - kk)), constant_values=-1)
+        vals = np.pad(vals, ((0, 0), (0, k - kk)), constant_values=np.nan)
+    return items, vals
+
+
+def _mask_rows(scores: NDArray[np.float32], rows: sp.csr_matrix) -> None:
+    """Set ``scores[r, j] = -inf`` for every stored entry ``(r, j)`` of ``rows``."""
+    r = np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr))
+    scores[r, rows.indices] = -np.inf
+
+
+class BaseRecommender(ABC):
+    """Base of the matrix-style models (popular, KNN, factor models).
+
+    Subclasses set ``name``, ``Config`` and ``_state_fields`` and implement
+    :meth:`_fit` and :meth:`_score_users`. The base provides the whole public protocol:
+    ``fit`` validation, ``score``, batched ``recommend`` with seen-item exclusion and
+    popularity for unknown users, and ``save``/``load`` (JSON + ``.npz``, no pickle).
+
+    Stability: provisional
+    """
+
+    name: ClassVar[str] = "base"
+    Config: ClassVar[type[ModelConfig]] = ModelConfig
+    _state_fields: ClassVar[tuple[str, ...]] = ()
+    _base_state: ClassVar[tuple[str, ...]] = ("user_items_", "item_popularity_")
+
+    def __init__(self, config: ModelConfig | None = None, **params: Any) -> None:
+        if config is not None and params:
+            raise ConfigError(f"{type(self).__name__}: pass either config or keyword params")
+        if config is None:
+            try:
+                config = self.Config(**params)
+            except ValidationError as exc:
+                raise ConfigError(f"{type(self).__name__}: invalid config: {exc}") from exc
+        elif not isinstance(config, self.Config):
+            raise ConfigError(
+                f"{type(self).__name__}: config must be {self.Config.__name__}, "
+                f"got {type(config).__name__}"
+            )
+        self.config = config
+        self.user_items_: sp.csr_matrix | None = None
+        self.item_popularity_: NDArray[np.float32] | None = None
+        for f in self._state_fields:
+            setattr(self, f, None)
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump().items())
+        return f"{type(self).__name__}({params})"
+
+    @classmethod
+    def _all_state_fields(cls) -> tuple[str, ...]:
+        return cls._base_state + cls._state_fields
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, data: TrainingData, *, show_progress: bool = True) -> Self:
+        """Learn from ``data``; returns ``self``. See :class:`recsys.protocols.Recommender`."""
+        if not isinstance(data, TrainingData):
+            raise DataError(
+                f"{type(self).__name__}.fit expects TrainingData, got {type(data).__name__}; "
+                "build one with TrainingData.from_frame(df)"
+            )
+        if data.n_interactions == 0:
+            raise DataError(f"{type(self).__name__}.fit: the training data has no interactions")
+        self.user_items_ = data.user_items
+        self.item_popularity_ = np.asarray(
+            self.user_items_.sum(axis=0), dtype=np.float32
+        ).ravel()
+        self._fit(data, show_progress=show_progress)
+        logger.info(
+            "fitted model=%s n_users=%d n_items=%d n_interactions=%d",
+            self.name,
+            data.n_users,
+            data.n_items,
+            data.n_interactions,
+        )
+        return self
+
+    @abstractmethod
+    def _fit(self, data: TrainingData, *, show_progress: bool) -> None:
+        """Set the model's learned attributes from ``data``."""
+
+    @abstractmethod
+    def _score_users(self, user_idx: NDArray[np.int64]) -> NDArray[np.float32]:
+        """Dense ``(len(user_idx), n_items) float32`` scores of known users."""
+
+    # ------------------------------------------------------------------ shapes
+    @property
+    def n_users(self) -> int:
+        """Users in the training vocabulary."""
+        check_is_fitted(self)
+        assert self.user_items_ is not None
+        return int(self.user_items_.shape[0])
+
+    @property
+    def n_items(self) -> int:
+        """Items in the training vocabulary."""
+        check_is_fitted(self)
+        assert self.user_items_ is not None
+        return int(self.user_items_.shape[1])
+
+    def _block_size(self) -> int:
+        return max(1, _BLOCK_BYTES // (4 * max(1, self.n_items)))
+
+    # ------------------------------------------------------------------ scoring
+    def score(self, user_idx: ArrayLike, item_idx: ArrayLike) -> NDArray[np.float32]:
+        """Scores of user-item pairs; NaN for unknown users or items."""
+        check_is_fitted(self)
+        users = np.atleast_1d(np.asarray(user_idx, dtype=np.int64))
+        items = np.atleast_1d(np.asarray(item_idx, dtype=np.int64))
+        if users.shape != items.shape:
+            raise DataError(
+                f"{type(self).__name__}.score: user_idx has shape {users.shape}, "
+                f"item_idx has shape {items.shape}; they must match"
+            )
+        out = np.full(users.shape, np.nan, np.float32)
+        ok = (users >= 0) & (users < self.n_users) & (items >= 0) & (items < self.n_items)
+        uniq, inverse = np.unique(users[ok], return_inverse=True)
+        pos = np.flatnonzero(ok)
+        bs = self._block_size()
+        for start in range(0, len(uniq), bs):
+            block = self._score_users(uniq[start : start + bs])
+            sel = (inverse >= start) & (inverse < start + bs)
+            out[pos[sel]] = block[inverse[sel] - start, items[ok][sel]]
+        return out
+
+    def recommend(
+        self, user_idx: ArrayLike, k: int = 10, *, exclude_seen: bool = True
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """Top-``k`` items per user; unknown users get the popularity list."""
+        check_is_fitted(self)
+        if k < 1:
+            raise ConfigError(f"{type(self).__name__}.recommend: k must be >= 1, got {k}")
+        users = np.atleast_1d(np.asarray(user_idx, dtype=np.int64))
+        known = (users >= 0) & (users < self.n_users)
+        items = np.empty((len(users), k), np.int64)
+        scores = np.empty((len(users), k), np.float32)
+        bs = self._block_size()
+        assert self.user_items_ is not None and self.item_popularity_ is not None
+        for start in range(0, len(users), bs):
+            sl = slice(start, start + bs)
+            u, kn = users[sl], known[sl]
+            block = np.empty((len(u), self.n_items), np.float32)
+            if kn.any():
+                block[kn] = self._score_users(u[kn])
+            if (~kn).any():
+                block[~kn] = self.item_popularity_
+            if exclude_seen and kn.any():
+                seen = self.user_items_[np.where(kn, u, 0)]
+                seen = sp.csr_matrix(seen.multiply(kn[:, None].astype(np.float32)))
+                seen.eliminate_zeros()
+                _mask_rows(block, seen)
+            items[sl], scores[sl] = topk(block, k)
+        return items, scores
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: Path) -> None:
+        """Write ``config.json`` and ``state.npz`` (arrays only, no pickle) to ``path``."""
+        check_is_fitted(self)
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        arrays: dict[str, NDArray[Any]] = {}
+        for f in self._all_state_fields():
+            value = getattr(self, f)
+            if sp.issparse(value):
+                csr = sp.csr_matrix(value)
+                arrays[f"{f}__data"] = csr.data
+                arrays[f"{f}__indices"] = csr.indices
+                arrays[f"{f}__indptr"] = csr.indptr
+                arrays[f"{f}__shape"] = np.asarray(csr.shape, np.int64)
+            else:
+                arrays[f] = np.asarray(value)
+        np.savez(path / "state.npz", **arrays)  # type: ignore[arg-type]
+        meta = {
+            "model": self.name,
+            "format_version": FORMAT_VERSION,
+            "params": self.config.model_dump(mode="json"),
+        }
+        (path / "config.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        """Read a model written by :meth:`save`."""
+        path = Path(path)
+        try:
+            meta = json.loads((path / "config.json").read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ArtifactError(f"{cls.__name__}: cannot read {path / 'config.json'}: {exc}") from exc
+        if meta.get("model") != cls.name:
+            raise ArtifactError(
+                f"{cls.__name__}: {path} holds model {meta.get('model')!r}, expected {cls.name!r}"
+            )
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ArtifactError(
+                f"{cls.__name__}: {path} has format {meta.get('format_version')}, "
+                f"this version reads {FORMAT_VERSION}"
+            )
+        model = cls(**meta["params"])
+        try:
+            with np.load(path / "state.npz", allow_pickle=False) as npz:
+                for f in cls._all_state_fields():
+                    if f"{f}__data" in npz:
+                        shape = tuple(int(s) for s in npz[f"{f}__shape"])
+                        value: Any = sp.csr_matrix(
+                            (npz[f"{f}__data"], npz[f"{f}__indices"], npz[f"{f}__indptr"]),
+                            shape=shape,
+                        )
+                    else:
+                        value = npz[f]
+                    setattr(model, f, value)
+        except (OSError, KeyError, ValueError) as exc:
+            raise ArtifactError(f"{cls.__name__}: cannot read {path / 'state.npz'}: {exc}") from exc
+        return model
+
+
+class HistoryFoldIn(BaseRecommender):
+    """Base of models that score directly from a user's item history (popular, KNN, EASE).
+
+    Subclasses implement :meth:`_score_history`; scoring a known user is scoring its
+    training row, so fold-in of a training user's own history gives exactly the fitted
+    recommendations.
+    """
+
+    @abstractmethod
+    def _score_history(self, histories: sp.csr_matrix) -> NDArray[np.float32]:
+        """Dense ``(n, n_items) float32`` scores for the rows of a history matrix."""
+
+    def _score_users(self, user_idx: NDArray[np.int64]) -> NDArray[np.float32]:
+        assert self.user_items_ is not None
+        return self._score_history(self.user_items_[user_idx])
+
+    def recommend_for_history(
+        self, histories: sp.csr_matrix, k: int = 10, *, exclude_seen: bool = True
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """Top-``k`` items for each row of a ``(n, n_items)`` history matrix (fold-in).
+
+        See :class:`recsys.protocols.FoldIn`. Item indices outside the vocabulary must be
+        removed by the caller (the pipeline maps unknown ids away).
+        """
+        check_is_fitted(self)
+        h = sp.csr_matrix(histories, dtype=np.float32)
+        if h.shape[1] != self.n_items:
+            raise DataError(
+                f"{type(self).__name__}.recommend_for_history: histories have {h.shape[1]} "
+                f"columns, the model has {self.n_items} items"
+            )
+        n = h.shape[0]
+        items = np.empty((n, k), np.int64)
+        scores = np.empty((n, k), np.float32)
+        bs = self._block_size()
+        for start in range(0, n, bs):
+            rows = h[start : start + bs]
+            block = self._score_history(rows)
+            if exclude_seen:
+                _mask_rows(block, rows)
+            items[start : start + bs], scores[start : start + bs] = topk(block, k)
+        return items, scores
