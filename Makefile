@@ -18,7 +18,14 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/recsys demo --out $(DEMO)
+	$(BIN)/recsys datasets split --dataset ml-100k --method temporal --test-frac 0.2 --out $(DEMO)/data
+	$(BIN)/recsys train --interactions $(DEMO)/data/train.parquet --items $(DEMO)/data/items.parquet \
+		--users $(DEMO)/data/users.parquet --item-relations $(DEMO)/data/item_relations.parquet \
+		--out $(DEMO)/artifact
+	$(BIN)/recsys evaluate --artifact $(DEMO)/artifact --test $(DEMO)/data/test.parquet \
+		--k 10,20 --json $(DEMO)/metrics.json
+	$(BIN)/recsys recommend --artifact $(DEMO)/artifact --all-users --k 10 \
+		--out $(DEMO)/recommendations.parquet
 
 lint: $(STAMP)
 	$(BIN)/ruff check recsys tests benchmarks

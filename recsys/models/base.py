@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -74,7 +74,7 @@ def topk(scores: NDArray[np.float32], k: int) -> tuple[NDArray[np.int64], NDArra
     need = kk - above.sum(axis=1, keepdims=True)
     tie = scores == thr
     chosen = above | (tie & (np.cumsum(tie, axis=1) <= need))
-    rows, cols = np.nonzero(chosen)
+    _, cols = np.nonzero(chosen)
     cols = cols.reshape(n, kk)
     vals = np.take_along_axis(scores, cols, axis=1)
     order = np.lexsort((cols, -vals), axis=1) if n else cols
@@ -149,9 +149,7 @@ class BaseRecommender(ABC):
         if data.n_interactions == 0:
             raise DataError(f"{type(self).__name__}.fit: the training data has no interactions")
         self.user_items_ = data.user_items
-        self.item_popularity_ = np.asarray(
-            self.user_items_.sum(axis=0), dtype=np.float32
-        ).ravel()
+        self.item_popularity_ = np.asarray(self.user_items_.sum(axis=0), dtype=np.float32).ravel()
         self._fit(data, show_progress=show_progress)
         logger.info(
             "fitted model=%s n_users=%d n_items=%d n_interactions=%d",
@@ -271,7 +269,9 @@ class BaseRecommender(ABC):
         try:
             meta = json.loads((path / "config.json").read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            raise ArtifactError(f"{cls.__name__}: cannot read {path / 'config.json'}: {exc}") from exc
+            raise ArtifactError(
+                f"{cls.__name__}: cannot read {path / 'config.json'}: {exc}"
+            ) from exc
         if meta.get("model") != cls.name:
             raise ArtifactError(
                 f"{cls.__name__}: {path} holds model {meta.get('model')!r}, expected {cls.name!r}"
@@ -320,6 +320,7 @@ class HistoryFoldIn(BaseRecommender):
     ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
         """Top-``k`` items for each row of a ``(n, n_items)`` history matrix (fold-in).
 
+        Empty rows get the popularity list, as unknown users do in :meth:`recommend`.
         See :class:`recsys.protocols.FoldIn`. Item indices outside the vocabulary must be
         removed by the caller (the pipeline maps unknown ids away).
         """
@@ -337,6 +338,10 @@ class HistoryFoldIn(BaseRecommender):
         for start in range(0, n, bs):
             rows = h[start : start + bs]
             block = self._score_history(rows)
+            empty = np.diff(rows.indptr) == 0
+            if empty.any():  # no history: the cold-start answer, as for unknown users
+                assert self.item_popularity_ is not None
+                block[empty] = self.item_popularity_
             if exclude_seen:
                 _mask_rows(block, rows)
             items[start : start + bs], scores[start : start + bs] = topk(block, k)

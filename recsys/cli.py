@@ -1,0 +1,393 @@
+"""The ``recsys`` command: train, evaluate, recommend and manage datasets.
+
+Every subcommand exits 0 on success and prints a one-line ``recsys: error: ...`` naming the
+file, row or field and exits 1 on bad input (2 on bad command-line usage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recsys.errors import ConfigError, DataError, RecsysError
+
+logger = logging.getLogger("recsys.cli")
+
+EXAMPLES = """\
+examples:
+  recsys datasets split --dataset ml-100k --method temporal --test-frac 0.2 --out data/
+  recsys train --interactions data/train.parquet --items data/items.parquet --out model/
+  recsys evaluate --artifact model/ --test data/test.parquet --k 10,20 --json metrics.json
+  recsys recommend --artifact model/ --all-users --k 10 --out recs.parquet
+  recsys evaluate --recs recs.parquet --test data/test.parquet --train data/train.parquet
+"""
+
+
+def _parse_ks(text: str) -> tuple[int, ...]:
+    try:
+        ks = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--k must be integers like 10,20; got {text!r}") from None
+    if not ks or min(ks) < 1:
+        raise argparse.ArgumentTypeError(f"--k values must be >= 1; got {text!r}")
+    return ks
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _names(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+# ---------------------------------------------------------------------------- inputs
+def _add_data_inputs(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataset", help="a bundled dataset by name (see `recsys datasets list`)")
+    src.add_argument("--interactions", type=Path, help="interactions file (CSV or parquet)")
+    p.add_argument("--items", type=Path, help="item catalogue file (item_id, title, genres, ...)")
+    p.add_argument("--users", type=Path, help="user attributes file (user_id, ...)")
+    p.add_argument(
+        "--item-relations",
+        type=Path,
+        help="item knowledge-graph triples (item_id, relation, entity)",
+    )
+    p.add_argument(
+        "--on-bad-rows",
+        choices=["fail", "drop"],
+        default=None,
+        help="bad rows fail with a report (default) or are dropped with a count",
+    )
+
+
+def _load_inputs(args: argparse.Namespace, on_bad_rows: str = "fail") -> Any:
+    from recsys.data import Dataset, load_dataset, read_interactions, read_items, read_users
+
+    if args.dataset:
+        return load_dataset(args.dataset)
+    policy = args.on_bad_rows or on_bad_rows
+    relations = None
+    if args.item_relations:
+        relations = _read_table(args.item_relations)
+    return Dataset(
+        name=args.interactions.stem,
+        interactions=read_interactions(args.interactions, on_bad_rows=policy),
+        items=read_items(args.items, on_bad_rows=policy) if args.items else None,
+        users=read_users(args.users, on_bad_rows=policy) if args.users else None,
+        item_relations=relations,
+    )
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    if path.suffix in (".parquet", ".pq"):
+        return pd.read_parquet(path)
+    return pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", dtype=str)
+
+
+def _write(df: pd.DataFrame, path: Path) -> None:
+    from recsys.data import write_frame
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_frame(df, path)
+
+
+# ---------------------------------------------------------------------------- commands
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a pipeline artifact."""
+    from recsys.config import load_config
+    from recsys.pipeline import Pipeline
+
+    config = load_config(args.config)
+    data = _load_inputs(args, config.data.on_bad_rows)
+    t0 = time.perf_counter()
+    pipe = Pipeline.fit(
+        data.interactions,
+        items=data.items,
+        users=data.users,
+        item_relations=data.item_relations,
+        config=config,
+        models=_names(args.models) if args.models else None,
+        show_progress=config.training.show_progress and not args.quiet,
+    )
+    pipe.save(args.out)
+    logger.info(
+        "trained components=%s in %.1fs -> %s",
+        ",".join(pipe.components),
+        time.perf_counter() - t0,
+        args.out,
+    )
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate an artifact's components or a recommendation file."""
+    from recsys.data import read_interactions
+    from recsys.eval import evaluate_recommendations, format_table
+
+    test = read_interactions(args.test, on_bad_rows=args.on_bad_rows or "fail")
+    if args.artifact:
+        from recsys.pipeline import Pipeline
+
+        pipe = Pipeline.load(args.artifact)
+        table = pipe.evaluate(test, ks=args.k, models=_names(args.models) if args.models else None)
+        results: dict[str, Any] = {
+            name: {k: float(v) for k, v in row.items()} for name, row in table.iterrows()
+        }
+        print(format_table(table))
+        flat = {**results[pipe.primary], "models": results}
+    else:
+        recs = _read_table(args.recs) if args.recs.suffix != ".csv" else pd.read_csv(args.recs)
+        train = read_interactions(args.train) if args.train else None
+        flat = evaluate_recommendations(recs, test, train, ks=args.k)
+        print(format_table({args.recs.name: flat}))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(flat, indent=2, sort_keys=True) + "\n")
+        logger.info("wrote metrics -> %s", args.json)
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    """Write top-k recommendations for users to a parquet or CSV file."""
+    from recsys.pipeline import Pipeline
+
+    pipe = Pipeline.load(args.artifact)
+    if args.all_users:
+        user_ids = pipe.user_map.ids
+    else:
+        users = _read_table(args.users)
+        if "user_id" not in users.columns:
+            raise DataError(
+                f"{args.users}: missing column 'user_id' "
+                f"(found: {', '.join(map(str, users.columns))})"
+            )
+        user_ids = _coerce_ids(users["user_id"], pipe.user_map.ids)
+    t0 = time.perf_counter()
+    recs = pipe.recommend(user_ids, k=args.k, model=args.model, exclude_seen=not args.include_seen)
+    _write(recs, args.out)
+    logger.info(
+        "wrote %d rows for %d users (%d unknown) in %.2fs -> %s",
+        len(recs),
+        len(user_ids),
+        int((pipe.user_map.to_index(np.asarray(user_ids)) < 0).sum()),
+        time.perf_counter() - t0,
+        args.out,
+    )
+    return 0
+
+
+def _coerce_ids(values: pd.Series, vocab: np.ndarray) -> np.ndarray:
+    """Match the id type of a users file to the artifact's vocabulary (CSV gives strings)."""
+    arr = values.to_numpy()
+    if vocab.dtype.kind in "iu" and arr.dtype.kind not in "iu":
+        as_num = pd.to_numeric(values, errors="coerce")
+        if as_num.notna().all() and (as_num % 1 == 0).all():
+            return as_num.astype(np.int64).to_numpy()
+    return arr
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    """Dataset utilities: list, export, fetch, split, synth."""
+    from recsys import data as D
+
+    if args.ds_command == "list":
+        for name in D.available_datasets():
+            print(f"{name}\t(bundled)")
+        print("ml-100k, ml-1m, ml-20m, ml-25m\t(GroupLens releases: `recsys datasets fetch NAME`)")
+        return 0
+    if args.ds_command == "fetch":
+        ds = D.fetch_grouplens(args.name, cache_dir=args.cache_dir)
+        if args.out:
+            _export(ds, args.out, args.format)
+        print(f"{ds.name}: {len(ds.interactions)} interactions")
+        return 0
+    if args.ds_command == "export":
+        _export(D.load_dataset(args.name), args.out, args.format)
+        return 0
+    if args.ds_command == "synth":
+        ds = D.generate_synthetic(
+            args.users,
+            args.items,
+            args.interactions,
+            seed=args.seed,
+            string_ids=args.string_ids,
+            iso_timestamps=args.iso_timestamps,
+            new_item_frac=args.new_item_frac,
+        )
+        _export(ds, args.out, args.format)
+        return 0
+    if args.ds_command == "split":
+        ds = _load_inputs(args)
+        params: dict[str, Any] = {}
+        if args.method in ("random", "temporal"):
+            params["test_frac"] = args.test_frac
+        if args.method == "random":
+            params["seed"] = args.seed
+        if args.method == "leave-last":
+            params["k"] = args.last
+        if args.method == "cutoff":
+            if args.cutoff is None:
+                raise ConfigError("--method cutoff needs --cutoff (Unix seconds or ISO-8601)")
+            params["cutoff"] = args.cutoff
+        split = D.split_dataset(ds.interactions, args.method, **params)
+        ext = args.format
+        args.out.mkdir(parents=True, exist_ok=True)
+        _write(split.train, args.out / f"train.{ext}")
+        _write(split.test, args.out / f"test.{ext}")
+        _export_side_tables(ds, args.out, ext)
+        (args.out / "split.json").write_text(json.dumps(split.report, indent=2, default=str) + "\n")
+        print(json.dumps(split.report, default=str))
+        return 0
+    raise ConfigError(f"unknown datasets command {args.ds_command!r}")
+
+
+def _export_side_tables(ds: Any, out: Path, ext: str) -> None:
+    for name in ("items", "users", "item_relations"):
+        frame = getattr(ds, name, None)
+        if frame is not None:
+            _write(frame, out / f"{name}.{ext}")
+
+
+def _export(ds: Any, out: Path, ext: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    _write(ds.interactions, out / f"interactions.{ext}")
+    _export_side_tables(ds, out, ext)
+    logger.info("wrote dataset %s (%d interactions) -> %s", ds.name, len(ds.interactions), out)
+
+
+# ---------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``recsys`` command."""
+    parser = argparse.ArgumentParser(
+        prog="recsys",
+        description="Train, evaluate and serve recommenders: one artifact for batch jobs, "
+        "the online API and offline evaluation.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a pipeline artifact", description=cmd_train.__doc__)
+    _add_data_inputs(p)
+    p.add_argument("--config", type=Path, help="TOML config (default: built-in defaults)")
+    p.add_argument("--models", help="train only these components, e.g. popular,itemknn")
+    p.add_argument("--out", type=Path, required=True, help="artifact directory to write")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate an artifact or a recommendation file",
+        description="Either --artifact (every component, full ranking) or --recs (any file "
+        "with user_id, item_id, rank). Prints a table; --json writes flat keys like ndcg@10.",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--artifact", type=Path, help="artifact directory from `recsys train`")
+    src.add_argument("--recs", type=Path, help="recommendations file (user_id, item_id, rank)")
+    p.add_argument("--test", type=Path, required=True, help="held-out interactions file")
+    p.add_argument("--train", type=Path, help="training interactions (novelty, popularity)")
+    p.add_argument("--k", type=_parse_ks, default=(10,), help="cut-offs, e.g. 10,20 (default 10)")
+    p.add_argument("--models", help="with --artifact: only these components")
+    p.add_argument("--json", type=Path, help="write the metrics as JSON")
+    p.add_argument("--on-bad-rows", choices=["fail", "drop"], default=None)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "recommend",
+        help="write top-k recommendations for users",
+        description="Writes user_id, item_id, rank, score, sources (parquet, or CSV by extension).",
+    )
+    p.add_argument("--artifact", type=Path, required=True)
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--users", type=Path, help="file with a user_id column")
+    who.add_argument("--all-users", action="store_true", help="every user of the training data")
+    p.add_argument("--k", type=_positive_int, default=10, help="items per user (default 10)")
+    p.add_argument("--out", type=Path, required=True, help="output .parquet or .csv")
+    p.add_argument("--model", help="use this component instead of the pipeline's primary")
+    p.add_argument("--include-seen", action="store_true", help="do not exclude training items")
+    p.set_defaults(func=cmd_recommend)
+
+    p = sub.add_parser("datasets", help="list, export, fetch, split and synthesise datasets")
+    dsub = p.add_subparsers(dest="ds_command", required=True, metavar="ACTION")
+    dsub.add_parser("list", help="datasets available offline and for download")
+    d = dsub.add_parser("export", help="write a bundled dataset to files")
+    d.add_argument("name")
+    d.add_argument("--out", type=Path, required=True)
+    d.add_argument("--format", choices=["parquet", "csv"], default="parquet")
+    d = dsub.add_parser("fetch", help="download a GroupLens MovieLens release into the cache")
+    d.add_argument("name", choices=["ml-100k", "ml-1m", "ml-20m", "ml-25m"])
+    d.add_argument("--cache-dir", type=Path)
+    d.add_argument("--out", type=Path, help="also export it to this directory")
+    d.add_argument("--format", choices=["parquet", "csv"], default="parquet")
+    d = dsub.add_parser(
+        "split", help="split interactions into train/test files (seeded, leak-free)"
+    )
+    _add_data_inputs(d)
+    d.add_argument(
+        "--method", choices=["temporal", "random", "leave-last", "cutoff"], default="temporal"
+    )
+    d.add_argument("--test-frac", type=float, default=0.2)
+    d.add_argument("--seed", type=int, default=42)
+    d.add_argument("--last", type=_positive_int, default=1, help="leave-last: items per user")
+    d.add_argument("--cutoff", help="cutoff: Unix seconds or ISO-8601")
+    d.add_argument("--out", type=Path, required=True)
+    d.add_argument("--format", choices=["parquet", "csv"], default="parquet")
+    d = dsub.add_parser(
+        "synth", help="synthetic interactions (Zipf item popularity, lognormal user activity)"
+    )
+    d.add_argument("--users", type=_positive_int, required=True)
+    d.add_argument("--items", type=_positive_int, required=True)
+    d.add_argument("--interactions", type=_positive_int, required=True)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--string-ids", action="store_true", help="ids like 'u000123'")
+    d.add_argument("--iso-timestamps", action="store_true", help="ISO-8601 timestamps")
+    d.add_argument("--new-item-frac", type=float, default=0.0, help="items that appear late")
+    d.add_argument("--out", type=Path, required=True)
+    d.add_argument("--format", choices=["parquet", "csv"], default="parquet")
+    p.set_defaults(func=cmd_datasets)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``recsys`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose else logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except RecsysError as exc:
+        lines = str(exc).strip().splitlines() or [type(exc).__name__]
+        print(f"recsys: error: {lines[0]}", file=sys.stderr)
+        if len(lines) > 1:
+            print("\n".join("  " + line for line in lines[1:]), file=sys.stderr)
+        return 1
+    except FileNotFoundError as exc:
+        print(f"recsys: error: {exc.filename}: file not found", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("recsys: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
