@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -76,12 +76,12 @@ def _add_data_inputs(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _load_inputs(args: argparse.Namespace, on_bad_rows: str = "fail") -> Any:
+def _load_inputs(args: argparse.Namespace, on_bad_rows: Literal["fail", "drop"] = "fail") -> Any:
     from recsys.data import Dataset, load_dataset, read_interactions, read_items, read_users
 
     if args.dataset:
         return load_dataset(args.dataset)
-    policy = args.on_bad_rows or on_bad_rows
+    policy: Literal["fail", "drop"] = args.on_bad_rows or on_bad_rows
     relations = None
     if args.item_relations:
         relations = _read_table(args.item_relations)
@@ -149,7 +149,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         pipe = Pipeline.load(args.artifact)
         table = pipe.evaluate(test, ks=args.k, models=_names(args.models) if args.models else None)
         results: dict[str, Any] = {
-            name: {k: float(v) for k, v in row.items()} for name, row in table.iterrows()
+            str(name): {str(k): float(v) for k, v in row.items()} for name, row in table.iterrows()
         }
         print(format_table(table))
         flat = {**results[pipe.primary], "models": results}

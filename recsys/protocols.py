@@ -30,7 +30,11 @@ class Recommender(Protocol):
     """
 
     name: ClassVar[str]
-    config: BaseModel
+
+    @property
+    def config(self) -> BaseModel:
+        """The model's frozen hyperparameters."""
+        ...
 
     def fit(self, data: TrainingData, *, show_progress: bool = True) -> Self:
         """Learn from ``data``; returns ``self``."""

@@ -65,7 +65,7 @@ class IdMap:
         Sorting makes the map independent of row order, so the same data always gives
         the same indices.
         """
-        uniq = pd.unique(pd.Series(np.asarray(values)))
+        uniq = np.asarray(pd.unique(pd.Series(np.asarray(values))))
         try:
             uniq = np.sort(uniq)
         except TypeError:  # mixed types that do not compare: keep first-seen order
@@ -104,7 +104,7 @@ class IdMap:
 
     def extend(self, ids: ArrayLike) -> IdMap:
         """A new map with unseen ``ids`` appended at the end (existing indices unchanged)."""
-        new = pd.unique(pd.Series(np.asarray(ids)))
+        new = np.asarray(pd.unique(pd.Series(np.asarray(ids))))
         new = new[self.to_index(new) < 0]
         return IdMap(np.concatenate([self._ids, np.asarray(new, dtype=self._ids.dtype)]))
 
@@ -119,7 +119,7 @@ class IdMap:
             col = pq.read_table(path).column("id").to_pandas()
         except (OSError, KeyError, pa.ArrowInvalid) as exc:
             raise ArtifactError(f"cannot read id map {path}: {exc}") from exc
-        return cls(col.to_numpy())
+        return cls(np.asarray(col.to_numpy()))
 
 
 @dataclass(frozen=True)

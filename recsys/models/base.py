@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zipfile
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -74,8 +75,7 @@ def topk(scores: NDArray[np.float32], k: int) -> tuple[NDArray[np.int64], NDArra
     need = kk - above.sum(axis=1, keepdims=True)
     tie = scores == thr
     chosen = above | (tie & (np.cumsum(tie, axis=1) <= need))
-    _, cols = np.nonzero(chosen)
-    cols = cols.reshape(n, kk)
+    cols = np.nonzero(chosen)[1].reshape(n, kk)
     vals = np.take_along_axis(scores, cols, axis=1)
     order = np.lexsort((cols, -vals), axis=1) if n else cols
     items = np.take_along_axis(cols, order, axis=1).astype(np.int64)
@@ -268,7 +268,7 @@ class BaseRecommender(ABC):
         path = Path(path)
         try:
             meta = json.loads((path / "config.json").read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError) as exc:  # ValueError: bad JSON or bytes that are not UTF-8
             raise ArtifactError(
                 f"{cls.__name__}: cannot read {path / 'config.json'}: {exc}"
             ) from exc
@@ -294,7 +294,7 @@ class BaseRecommender(ABC):
                     else:
                         value = npz[f]
                     setattr(model, f, value)
-        except (OSError, KeyError, ValueError) as exc:
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:  # truncated .npz
             raise ArtifactError(f"{cls.__name__}: cannot read {path / 'state.npz'}: {exc}") from exc
         return model
 
