@@ -160,9 +160,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(format_table({args.recs.name: flat}))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(flat, indent=2, sort_keys=True) + "\n")
+        args.json.write_text(json.dumps(_json_safe(flat), indent=2, sort_keys=True) + "\n")
         logger.info("wrote metrics -> %s", args.json)
     return 0
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf (e.g. diversity@1, GAUC without mixed users) become null: strict JSON."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
