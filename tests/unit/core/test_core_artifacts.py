@@ -64,7 +64,7 @@ def test_not_an_artifact(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="does not exist"):
         read_manifest(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ArtifactError, match="no manifest.json"):
+    with pytest.raises(ArtifactError, match=r"no manifest\.json"):
         read_manifest(tmp_path / "empty")
     (tmp_path / "empty" / MANIFEST).write_text("{not json")
     with pytest.raises(ArtifactError, match="not valid JSON"):
@@ -87,7 +87,9 @@ def test_rewrite_replaces_atomically_and_failed_fill_leaves_old(tmp_path: Path) 
         write_artifact(target, broken, config={}, data_fingerprint="x")
     assert read_manifest(target) == first
     assert [p.name for p in tmp_path.iterdir()] == ["art"]  # no staging leftovers
-    write_artifact(target, lambda tmp: (tmp / "b.txt").write_text("b"), config={}, data_fingerprint="y")
+    write_artifact(
+        target, lambda tmp: (tmp / "b.txt").write_text("b"), config={}, data_fingerprint="y"
+    )
     assert set(verify_artifact(target)["files"]) == {"b.txt"}
 
 
