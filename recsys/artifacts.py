@@ -185,7 +185,8 @@ def write_artifact(
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write an artifact atomically: ``fill(tmpdir)`` writes the files, then the manifest is
-    written and the directory renamed into place (an existing ``target`` is replaced).
+    written and the directory renamed into place. An existing ``target`` is replaced, but its
+    ``state/`` directory (the serving events log) is carried over.
     """
     target = Path(target)
     with _staging_dir(target) as tmp:
@@ -194,6 +195,9 @@ def write_artifact(
             tmp, config=config, data_fingerprint=data_fingerprint, metrics=metrics, extra=extra
         )
         if target.exists():
+            for name in UNCHECKED_DIRS:  # runtime state (e.g. the events log) outlives a retrain
+                if (target / name).is_dir() and not (tmp / name).exists():
+                    shutil.copytree(target / name, tmp / name)
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.replace(target, old)
             os.replace(tmp, target)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -21,6 +22,10 @@ import pandas as pd
 from recsys.errors import ConfigError, DataError, RecsysError
 
 logger = logging.getLogger("recsys.cli")
+
+# Spinning OpenMP waiters slow torch badly on shared or oversubscribed machines; the CLI is
+# an entry point, so it may set this process-wide default (before torch is imported).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 EXAMPLES = """\
 examples:
@@ -373,6 +378,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", type=Path, required=True)
     d.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     p.set_defaults(func=cmd_datasets)
+
+    from recsys.serving.cli import add_serve_parser
+
+    add_serve_parser(sub)
     return parser
 
 

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
+# OpenMP threads that spin while waiting make torch crawl when more busy processes than cores
+# share the machine (CI runners, parallel jobs): wait passively. Must precede torch's import.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import numpy as np
 import pytest
 

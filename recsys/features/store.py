@@ -63,10 +63,23 @@ _FILES = {
     "user_attributes": "user_attributes.parquet",
     "item_attributes": "item_attributes.parquet",
     "item_documents": "item_documents.parquet",
+    "item_titles": "item_titles.parquet",
     "vocabularies": "vocabularies.json",
 }
 _STATE_COLUMNS = ("count", "rating_sum", "rated", "last_time")
 _ATTRIBUTE_VERSION = 1
+
+
+def _item_titles(item_map: IdMap, items: pd.DataFrame | None) -> list[str | None]:
+    """Titles aligned to ``item_map`` (None where the items frame has none)."""
+    if items is None or "title" not in items.columns or "item_id" not in items.columns:
+        return [None] * len(item_map)
+    titles: list[str | None] = [None] * len(item_map)
+    idx = item_map.to_index(items["item_id"].to_numpy())
+    for i, title in zip(idx.tolist(), items["title"].tolist(), strict=True):
+        if i >= 0 and isinstance(title, str) and title:
+            titles[i] = title
+    return titles
 
 
 def _as_1d(values: ArrayLike) -> NDArray[Any]:
@@ -214,6 +227,7 @@ class FeatureStore:
         self._user_attrs = EncodedAttributes("user", pd.DataFrame())
         self._item_attrs = EncodedAttributes("item", pd.DataFrame())
         self._documents: list[list[str]] = []
+        self._titles: list[str | None] = []
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -308,6 +322,7 @@ class FeatureStore:
         store._user_attrs = encode_attributes(users, store._user_map, entity="user")
         store._item_attrs = encode_attributes(items, store._item_map, entity="item")
         store._documents = build_item_documents(store._item_map, items, item_relations)
+        store._titles = _item_titles(store._item_map, items)
         logger.info(
             "built feature store n_interactions=%d n_users=%d n_items=%d "
             "sequence_length=%d elapsed=%.2fs",
@@ -595,6 +610,14 @@ class FeatureStore:
         tokens = object_column([list(doc) for doc in docs])  # copies: callers may edit them
         return pd.DataFrame({"item_id": self._item_map.ids, "tokens": tokens})
 
+    def item_titles(self) -> list[str | None]:
+        """Display titles of every item of :attr:`item_map` in index order (None if unknown).
+
+        Raw titles as given in the items frame, for showing to people (serving's page);
+        models read :meth:`item_documents` instead.
+        """
+        return self._titles + [None] * (len(self._item_map) - len(self._titles))
+
     # ------------------------------------------------------------------ online read
     def _now(self, now: float | None) -> float | None:
         if not self._has_time:
@@ -813,6 +836,7 @@ class FeatureStore:
             files[_FILES[f"{attrs.entity}_attributes"]]["frame_rows"] = len(attrs.frame)
         docs = pa.array(self._documents, type=pa.list_(pa.string()))
         write("item_documents", pa.table({"tokens": docs}), ITEM_DOCUMENTS_VIEW.name)
+        write("item_titles", pa.table({"title": pa.array(self._titles, type=pa.string())}))
         (path / _FILES["vocabularies"]).write_text(
             json.dumps(self.vocabularies, indent=1, sort_keys=True) + "\n"
         )
@@ -1044,6 +1068,9 @@ class FeatureStore:
         docs = table("item_documents")
         _check_columns(docs.column_names, ("tokens",), str(path / _FILES["item_documents"]))
         store._documents = docs.column("tokens").to_pylist()
+        titles = table("item_titles")
+        _check_columns(titles.column_names, ("title",), str(path / _FILES["item_titles"]))
+        store._titles = titles.column("title").to_pylist()
         logger.info("loaded feature store path=%s n_interactions=%d", path, n)
         return store
 

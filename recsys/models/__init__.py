@@ -8,17 +8,30 @@ from __future__ import annotations
 
 from recsys.errors import ConfigError
 from recsys.models.base import BaseRecommender, ModelConfig
-from recsys.models.knn import ItemKNN, ItemKNNConfig
+from recsys.models.ease import EASE, EASEConfig
+from recsys.models.factors import ALS, BPR, ALSConfig, BPRConfig
+from recsys.models.knn import ItemKNN, ItemKNNConfig, UserKNN, UserKNNConfig
 from recsys.models.popular import Popular, PopularConfig
+from recsys.models.svdpp import SVDPlusPlus, SVDPlusPlusConfig
 
 __all__ = [
+    "ALS",
+    "BPR",
+    "EASE",
     "MODEL_REGISTRY",
+    "ALSConfig",
+    "BPRConfig",
     "BaseRecommender",
+    "EASEConfig",
     "ItemKNN",
     "ItemKNNConfig",
     "ModelConfig",
     "Popular",
     "PopularConfig",
+    "SVDPlusPlus",
+    "SVDPlusPlusConfig",
+    "UserKNN",
+    "UserKNNConfig",
     "get_model_class",
 ]
 
@@ -26,6 +39,11 @@ __all__ = [
 MODEL_REGISTRY: dict[str, type[BaseRecommender]] = {
     Popular.name: Popular,
     ItemKNN.name: ItemKNN,
+    UserKNN.name: UserKNN,
+    BPR.name: BPR,
+    ALS.name: ALS,
+    EASE.name: EASE,
+    SVDPlusPlus.name: SVDPlusPlus,
 }
 
 

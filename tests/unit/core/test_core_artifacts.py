@@ -99,3 +99,12 @@ def test_fingerprint_changes_with_data_and_order() -> None:
     assert fp == fingerprint_frame(df.copy())
     assert fp != fingerprint_frame(df.assign(rating=[4.0, 4.5]))
     assert fp != fingerprint_frame(df.iloc[::-1])
+
+
+def test_rewrite_carries_runtime_state_over(tmp_path: Path) -> None:
+    target = tmp_path / "art"
+    _write(target)
+    (target / "state").mkdir()
+    (target / "state" / "events.jsonl").write_text('{"user_id": "u1"}\n')
+    _write(target)
+    assert (target / "state" / "events.jsonl").read_text() == '{"user_id": "u1"}\n'

@@ -197,3 +197,13 @@ def test_round_trip_without_user_or_item_attributes(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(
         loaded.online_user_features(["a", "b"]), built.online_user_features(["a", "b"])
     )
+
+
+def test_item_titles_are_kept_and_saved(tmp_path: Path) -> None:
+    log = pd.DataFrame({"user_id": ["a", "b"], "item_id": ["x", "y"], "timestamp": [1, 2]})
+    items = pd.DataFrame({"item_id": ["y", "x", "z"], "title": ["Why", "Ex", None]})
+    built = FeatureStore.build(log, items=items, show_progress=False)
+    expected = dict(zip(built.item_map.ids.tolist(), built.item_titles(), strict=True))
+    assert expected == {"x": "Ex", "y": "Why", "z": None}
+    built.save(tmp_path / "fs")
+    assert FeatureStore.load(tmp_path / "fs").item_titles() == built.item_titles()

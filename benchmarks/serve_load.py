@@ -1,0 +1,430 @@
+"""Load benchmark of ``recsys serve`` on loopback with the MovieLens 100K artifact.
+
+Phases, all against one server process (1 worker) on 127.0.0.1:
+
+1. warm-up;
+2. **sustained**: an open-loop schedule of ``--rate`` requests/s (default 200) for
+   ``--duration`` seconds (default 30) of ``GET /recommend/{user}?k=10`` over random users
+   (10% unknown: cold start). Latency is measured from each request's *scheduled* send time,
+   so a stall shows up in the percentiles (no coordinated omission);
+3. **peak**: closed-loop, ``--connections`` keep-alive connections as fast as they go, for
+   ``/healthz`` and then the same ``/recommend`` mix (``--peak-seconds`` each). The goal is
+   ``/recommend`` throughput >= 30% of ``/healthz`` throughput measured in the same run.
+
+Each configuration gets a fresh server: ``default`` (as shipped: plain top lists are cached
+per loaded model) and ``no_cache`` (``RECSYS_RECOMMEND_CACHE_SIZE=0``: every request pays for
+its model call), so the model's own cost is on record too. The goals are checked on the first
+configuration run.
+
+The load generator is this process (raw asyncio HTTP/1.1 with keep-alive, much lighter than
+an HTTP client library); the server is a separate process started with
+:class:`recsys.serving.testing.ServerProcess`. CPU is the server's user+system time per
+phase, from ``/proc``; ``mean_model_batch`` and ``cache_hit_ratio`` come from its
+``/metrics``. Results go to ``benchmarks/results/serve_load.json``.
+
+Usage::
+
+    PYTHONPATH=. .venv/bin/python benchmarks/serve_load.py [--artifact DIR] [--rate 200]
+        [--configs default,no_cache]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import resource
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from recsys.serving.testing import ServerProcess  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "serve_load.json"
+HOST = "127.0.0.1"  # load only ever goes to loopback
+
+
+@dataclass
+class PhaseStats:
+    """Latencies and errors of one phase."""
+
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
+
+    def record(self, status: int, latency: float) -> None:
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+        if status == 200:
+            self.latencies.append(latency)
+        else:
+            self.errors += 1
+
+    def summary(self, seconds: float, cpu_seconds: float) -> dict[str, Any]:
+        lat = np.asarray(self.latencies) * 1000.0
+        pct = (
+            {f"p{q}_ms": round(float(np.percentile(lat, q)), 3) for q in (50, 90, 99)}
+            if len(lat)
+            else {}
+        )
+        n = len(self.latencies) + self.errors
+        return {
+            "requests": n,
+            "errors": self.errors,
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+            "seconds": round(seconds, 3),
+            "throughput_rps": round(n / seconds, 1) if seconds else 0.0,
+            **pct,
+            "max_ms": round(float(lat.max()), 3) if len(lat) else None,
+            "server_cpu_seconds": round(cpu_seconds, 3),
+            "server_cpu_percent_of_one_core": round(100.0 * cpu_seconds / seconds, 1),
+        }
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection speaking just enough of the protocol."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, target: str) -> int:
+        """GET ``target``; returns the status (the body is read and dropped)."""
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(HOST, self.port)
+        assert self.reader is not None
+        self.writer.write(
+            f"GET {target} HTTP/1.1\r\nHost: {HOST}:{self.port}\r\n\r\n".encode("ascii")
+        )
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        close = False
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"connection" and value.strip().lower() == b"close":
+                close = True
+        if length:
+            await self.reader.readexactly(length)
+        if close:
+            self.close()
+        return status
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+class TargetMix:
+    """Random ``/recommend`` targets: known users, and a share of unknown ones."""
+
+    def __init__(self, users: list[Any], unknown_share: float, k: int, seed: int = 0) -> None:
+        self.users = users
+        self.unknown_share = unknown_share
+        self.k = k
+        self.rng = random.Random(seed)
+
+    def __call__(self) -> str:
+        if self.rng.random() < self.unknown_share:
+            user = f"new-user-{self.rng.randrange(10**9)}"
+        else:
+            user = self.users[self.rng.randrange(len(self.users))]
+        return f"/recommend/{user}?k={self.k}"
+
+
+async def open_loop(port: int, make_target: Any, rate: float, seconds: float) -> PhaseStats:
+    """``rate`` requests/s on a fixed schedule; latency from the scheduled send time."""
+    stats = PhaseStats()
+    pool: asyncio.Queue[Connection] = asyncio.Queue()
+    for _ in range(64):
+        pool.put_nowait(Connection(port))
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(scheduled: float, target: str) -> None:
+        conn = await pool.get()
+        try:
+            status = await conn.request(target)
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            conn.close()
+            status = 599
+        finally:
+            pool.put_nowait(conn)
+        stats.record(status, time.perf_counter() - scheduled)
+
+    start = time.perf_counter()
+    n = int(rate * seconds)
+    for i in range(n):
+        scheduled = start + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(one(scheduled, make_target()))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    await asyncio.gather(*tasks)
+    for conn in pool._queue:  # type: ignore[attr-defined]
+        conn.close()
+    return stats
+
+
+async def closed_loop(port: int, make_target: Any, connections: int, seconds: float) -> PhaseStats:
+    """``connections`` workers, each sending its next request when the last one returns."""
+    stats = PhaseStats()
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        conn = Connection(port)
+        while time.perf_counter() < deadline:
+            t0 = time.perf_counter()
+            try:
+                status = await conn.request(make_target())
+            except (OSError, asyncio.IncompleteReadError, ValueError):
+                conn.close()
+                status = 599
+            stats.record(status, time.perf_counter() - t0)
+        conn.close()
+
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    return stats
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The server's batching and cache counters from ``/metrics``."""
+    with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    wanted = (
+        "recsys_model_calls_total",
+        "recsys_model_call_lists_total",
+        'recsys_recommend_cache_total{result="hit"}',
+        'recsys_recommend_cache_total{result="miss"}',
+    )
+    values = {}
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name in wanted:
+            values[name] = float(value)
+    return values
+
+
+def counters(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Mean lists per batched model call, and the cache hit ratio, between two scrapes."""
+    d = {k: after[k] - before[k] for k in before}
+    calls = d["recsys_model_calls_total"]
+    lookups = (
+        d['recsys_recommend_cache_total{result="hit"}']
+        + d['recsys_recommend_cache_total{result="miss"}']
+    )
+    return {
+        "model_calls": int(calls),
+        "mean_model_batch": round(d["recsys_model_call_lists_total"] / calls, 2) if calls else 0.0,
+        "cache_hit_ratio": round(d['recsys_recommend_cache_total{result="hit"}'] / lookups, 3)
+        if lookups
+        else 0.0,
+    }
+
+
+def run_phase(pid: int, coro_factory: Any) -> tuple[PhaseStats, float, float]:
+    cpu0, t0 = cpu_seconds(pid), time.perf_counter()
+    stats = asyncio.run(coro_factory())
+    return stats, time.perf_counter() - t0, cpu_seconds(pid) - cpu0
+
+
+def build_artifact(path: Path) -> None:
+    """Train the default pipeline on the bundled MovieLens 100K and save it."""
+    from recsys.data import load_dataset
+    from recsys.pipeline import Pipeline
+
+    data = load_dataset("ml-100k")
+    pipe = Pipeline.fit(
+        data.interactions,
+        items=data.items,
+        users=data.users,
+        item_relations=data.item_relations,
+        show_progress=False,
+    )
+    pipe.save(path)
+
+
+def measure(
+    artifact: Path, users: list[Any], args: argparse.Namespace, tmp: Path, env: dict[str, str]
+) -> dict[str, Any]:
+    """Start a server with ``env`` and run warm-up, sustained and both peak phases."""
+    server = ServerProcess(
+        artifact,
+        log_path=tmp / "server.log",
+        env={"RECSYS_LOG_REQUESTS": "true", **env},
+        args=["--events-log", str(tmp / "events.jsonl")],  # log level info: a line a request
+    )
+    with server:
+        assert server.proc is not None
+        pid, port = server.proc.pid, server.port
+        mix = TargetMix(users, unknown_share=0.1, k=args.k)
+        load_before = os.getloadavg()
+        run_phase(pid, lambda: closed_loop(port, mix, 8, args.warmup))
+        c0 = scrape(port)
+        sustained, s_sec, s_cpu = run_phase(
+            pid, lambda: open_loop(port, mix, args.rate, args.duration)
+        )
+        c1 = scrape(port)
+        s_sum = {**sustained.summary(s_sec, s_cpu), **counters(c0, c1)}
+        print("  sustained", s_sum, flush=True)
+        health, h_sec, h_cpu = run_phase(
+            pid, lambda: closed_loop(port, lambda: "/healthz", args.connections, args.peak_seconds)
+        )
+        h_sum = health.summary(h_sec, h_cpu)
+        print("  peak /healthz", h_sum, flush=True)
+        c2 = scrape(port)
+        peak, p_sec, p_cpu = run_phase(
+            pid, lambda: closed_loop(port, mix, args.connections, args.peak_seconds)
+        )
+        p_sum = {**peak.summary(p_sec, p_cpu), **counters(c2, scrape(port))}
+        print("  peak /recommend", p_sum, flush=True)
+        load_after = os.getloadavg()
+    ratio = p_sum["throughput_rps"] / h_sum["throughput_rps"] if h_sum["throughput_rps"] else 0
+    return {
+        "sustained": s_sum,
+        "peak_healthz": h_sum,
+        "peak_recommend": p_sum,
+        "peak_recommend_over_healthz": round(ratio, 3),
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in load_after],
+    }
+
+
+def check(run: dict[str, Any], rate: float) -> dict[str, bool]:
+    """The goals, one flag each."""
+    s, h, p = run["sustained"], run["peak_healthz"], run["peak_recommend"]
+    return {
+        "sustained_p99": s.get("p99_ms", float("inf")) <= GOALS["sustained_p99_ms_max"],
+        "sustained_zero_errors": s["errors"] == 0,
+        "sustained_rate_reached": s["throughput_rps"] >= 0.97 * rate,
+        "peak_ratio": run["peak_recommend_over_healthz"]
+        >= GOALS["peak_recommend_over_healthz_min"],
+        "peak_zero_errors": p["errors"] == 0 and h["errors"] == 0,
+    }
+
+
+GOALS = {"sustained_p99_ms_max": 25.0, "peak_recommend_over_healthz_min": 0.30}
+CONFIGS = {
+    # the server as shipped: plain top lists cached per model (RECSYS_RECOMMEND_CACHE_SIZE)
+    "default": {},
+    # every request computes its list: the model's own cost under the same load
+    "no_cache": {"RECSYS_RECOMMEND_CACHE_SIZE": "0"},
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and write the JSON result; exit 1 if the default config misses a goal."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--artifact", type=Path, help="MovieLens 100K artifact (default: train)")
+    parser.add_argument("--rate", type=float, default=200.0, help="sustained requests/s")
+    parser.add_argument("--duration", type=float, default=30.0, help="sustained seconds")
+    parser.add_argument("--peak-seconds", type=float, default=10.0, help="each peak phase")
+    parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds")
+    parser.add_argument("--connections", type=int, default=32, help="peak connections")
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument(
+        "--configs", default=",".join(CONFIGS), help=f"server configs to run: {', '.join(CONFIGS)}"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    names = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = [c for c in names if c not in CONFIGS]
+    if unknown:
+        parser.error(f"unknown config {unknown[0]!r}; choose from {', '.join(CONFIGS)}")
+
+    runs: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="serve_load_") as tmp:
+        artifact = args.artifact
+        if artifact is None:
+            artifact = Path(tmp) / "artifact"
+            t0 = time.perf_counter()
+            build_artifact(artifact)
+            print(f"trained ml-100k artifact in {time.perf_counter() - t0:.1f}s", flush=True)
+        from recsys.pipeline import Pipeline
+
+        users = Pipeline.load(artifact).user_map.ids.tolist()
+        for name in names:
+            print(f"config {name}: env {CONFIGS[name]}", flush=True)
+            work = Path(tmp) / name
+            work.mkdir()
+            runs[name] = measure(artifact, users, args, work, CONFIGS[name])
+            runs[name]["env"] = CONFIGS[name]
+            runs[name]["passed"] = check(runs[name], args.rate)
+
+    generator = resource.getrusage(resource.RUSAGE_SELF)
+    import fastapi
+    import uvicorn
+
+    result = {
+        "benchmark": "serve_load",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": (
+            "PYTHONPATH=. .venv/bin/python benchmarks/serve_load.py "
+            + " ".join(argv if argv is not None else sys.argv[1:])
+        ).strip(),
+        "dataset": "ml-100k (bundled), default pipeline (itemknn primary, popular cold start)",
+        "server": "recsys serve, 1 uvicorn worker (h11, asyncio loop), request log on (info); "
+        "concurrent plain requests share micro-batched model calls (mean_model_batch)",
+        "request_mix": f"GET /recommend/{{user}}?k={args.k}: uniformly random training users, "
+        "10% unknown users (cold start)",
+        "phases": {
+            "warmup_s": args.warmup,
+            "sustained": f"open loop, {args.rate:g} req/s for {args.duration:g} s, latency "
+            "from the scheduled send time",
+            "peak": f"closed loop, {args.connections} connections, {args.peak_seconds:g} s "
+            "for /healthz then /recommend",
+        },
+        "goals": {"sustained_rate_rps": args.rate, **GOALS},
+        "runs": runs,
+        "passed": runs[names[0]]["passed"] if names else {},
+        "load_generator": {
+            "kind": "raw asyncio HTTP/1.1 keep-alive, this process",
+            "cpu_seconds": round(generator.ru_utime + generator.ru_stime, 2),
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "note": "2 cores shared with other jobs (see each run's loadavg); the load "
+            "generator and the server compete for them",
+        },
+        "versions": {
+            "fastapi": fastapi.__version__,
+            "uvicorn": uvicorn.__version__,
+            "numpy": np.__version__,
+        },
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({n: r["passed"] for n, r in runs.items()}))
+    print(f"wrote {args.out}")
+    return 0 if names and all(runs[names[0]]["passed"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

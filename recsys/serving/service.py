@@ -1,0 +1,775 @@
+"""The online service: one object owns the loaded artifact, the online state and metrics.
+
+Endpoints are thin: they validate a request body and call one method here. A request reads
+the current :class:`ServingState` once and uses it to the end, so a hot reload (which builds
+a new state beside the old one and swaps one reference) never changes a model under a
+request in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from recsys.errors import ArtifactError, ConfigError
+from recsys.pipeline import COLD_START_SOURCE, Pipeline
+from recsys.serving.catalog import ItemCatalog, catalog_from_pipeline
+from recsys.serving.errors import NotReadyError, ReloadBusyError
+from recsys.serving.events import EventLog, EventRecord, OnlineState
+from recsys.serving.ids import IdCodec, JsonId
+from recsys.serving.metrics import Metrics
+from recsys.serving.schemas import (
+    EventIn,
+    EventReceipt,
+    GenresResponse,
+    HistoryItem,
+    HistoryResponse,
+    RecommendRequest,
+    ReloadResponse,
+    UsersResponse,
+)
+from recsys.serving.settings import Settings
+
+__all__ = ["LoadedModel", "RecommendService", "ServingState"]
+
+logger = logging.getLogger(__name__)
+
+PERSONALIZED = "personalized"
+COLD_START = "cold_start"
+SIMILAR = "similar"
+
+
+_List = tuple[NDArray[np.int64], NDArray[np.float32]]
+
+
+class ListCache:
+    """A bounded LRU of plain top lists of one loaded model: ``(user_idx, k, component)``
+    -> ``(items, scores)``.
+
+    A plain list depends on nothing but the model and those three values (users with online
+    events or ``recent_items`` take the fold-in path and never reach the cache), and every
+    loaded model has its own cache, so an entry can never be stale. Arrays are read-only.
+
+    Stability: internal
+
+    Parameters
+    ----------
+    max_size
+        Most lists kept; 0 disables the cache.
+    """
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self._data: OrderedDict[tuple[int, int, str | None], _List] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[int, int, str | None]) -> _List | None:
+        """The cached lists of ``key``, or ``None``."""
+        if not self.max_size:
+            return None
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+            return value
+
+    def put(self, key: tuple[int, int, str | None], value: _List) -> None:
+        """Keep a read-only copy of ``value``, evicting the least recently used entry."""
+        if not self.max_size:
+            return
+        value = (value[0].copy(), value[1].copy())  # never pin a whole batch's arrays
+        for arr in value:
+            arr.setflags(write=False)
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.max_size:
+                self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """A loaded, verified artifact plus the lookup tables serving needs.
+
+    Stability: internal
+
+    Attributes
+    ----------
+    pipeline
+        The artifact's pipeline.
+    path
+        Its directory.
+    version
+        ``Pipeline.version`` (creation time and data fingerprint prefix).
+    users, items
+        Id codecs of the user and item vocabularies.
+    catalog
+        Item titles and genres.
+    seen
+        The ``(n_users, n_items)`` binary training matrix (CSR).
+    loaded_at, load_seconds
+        When and how fast it was loaded.
+    cache
+        This model's cache of plain top lists.
+    """
+
+    pipeline: Pipeline
+    path: Path
+    version: str
+    users: IdCodec
+    items: IdCodec
+    catalog: ItemCatalog
+    seen: sp.csr_matrix
+    loaded_at: float
+    load_seconds: float
+    cache: ListCache
+
+    @classmethod
+    def load(cls, path: Path, *, cache_size: int = 0) -> LoadedModel:
+        """Load and verify an artifact (every checksum first).
+
+        ``cache_size`` bounds the cache of plain top lists (0: no cache).
+
+        Raises
+        ------
+        ArtifactError
+            If the directory is missing, damaged, or cannot be read for any reason.
+        """
+        t0 = time.perf_counter()
+        try:
+            pipeline = Pipeline.load(path)
+            catalog = catalog_from_pipeline(pipeline)
+            seen = sp.csr_matrix(pipeline.training_matrix())
+        except ArtifactError:
+            raise
+        except Exception as exc:  # a file that passed its checksum but does not parse
+            raise ArtifactError(
+                f"artifact {path} refused: cannot load it ({type(exc).__name__}: {exc})"
+            ) from exc
+        return cls(
+            pipeline=pipeline,
+            path=Path(path),
+            version=pipeline.version,
+            users=IdCodec(pipeline.user_map.ids),
+            items=IdCodec(pipeline.item_map.ids),
+            catalog=catalog,
+            seen=seen,
+            loaded_at=time.time(),
+            load_seconds=time.perf_counter() - t0,
+            cache=ListCache(cache_size),
+        )
+
+    def feed_feature_store(self, records: list[EventRecord]) -> None:
+        """Fold events into the feature store's online view (``FeatureStore.append``), so
+        online features (activity, behaviour sequences) include them.
+
+        Records whose ids cannot have the vocabulary's type (a non-numeric id for an integer
+        vocabulary) are left out of the store; they stay in the log.
+        """
+        store = self.pipeline.features
+        append = getattr(store, "append", None)
+        if append is None:
+            return
+        users = [self.users.parse(r.user_id) for r in records]
+        items = [self.items.parse(r.item_id) for r in records]
+        keep = [
+            self.users.fits(u) and self.items.fits(i) for u, i in zip(users, items, strict=True)
+        ]
+        if not any(keep):
+            return
+        rows = [r for r, ok in zip(records, keep, strict=True) if ok]
+        frame = pd.DataFrame(
+            {
+                "user_id": self.users.array([u for u, ok in zip(users, keep, strict=True) if ok]),
+                "item_id": self.items.array([i for i, ok in zip(items, keep, strict=True) if ok]),
+                "rating": np.array(
+                    [np.nan if r.rating is None else r.rating for r in rows], np.float32
+                ),
+                "timestamp": np.array([r.timestamp for r in rows], np.int64),
+            }
+        )
+        append(frame)
+
+    def training_items(self, user_idx: int) -> NDArray[np.int64]:
+        """Item indices of a known user's training history (empty for ``-1``)."""
+        if user_idx < 0:
+            return np.empty(0, np.int64)
+        start, stop = self.seen.indptr[user_idx], self.seen.indptr[user_idx + 1]
+        return np.asarray(self.seen.indices[start:stop], np.int64)
+
+    def item_out(
+        self, idx: int, score: float, rank: int, sources: list[str], details: bool
+    ) -> dict[str, Any]:
+        """One response item (:class:`RecommendedItem` as JSON-ready dict) for index ``idx``.
+
+        A plain dict: every value comes from the artifact with its type already right, and
+        building and validating ten models per request is measurable on the hot path.
+        ``title`` and ``genres`` appear only with ``details`` (and a known title).
+        """
+        item: dict[str, Any] = {
+            "item_id": self.items.values[idx],
+            "score": score,
+            "rank": rank,
+            "sources": sources,
+        }
+        if details:
+            title = self.catalog.titles[idx]
+            if title is not None:
+                item["title"] = title
+            item["genres"] = list(self.catalog.genres[idx])
+        return item
+
+
+@dataclass(frozen=True, eq=False)
+class ServingState:
+    """What one request sees: a model and the online state parsed against its vocabulary."""
+
+    model: LoadedModel
+    online: OnlineState
+
+
+def _freeze_heap(reason: str) -> None:
+    """Collect once, then move every surviving object out of the cyclic GC's reach.
+
+    A loaded artifact is ~10^5 long-lived objects; a full collection over them takes tens to
+    hundreds of milliseconds, and the allocation churn of requests triggers one every few
+    seconds, which shows up directly in tail latency. Frozen objects are still freed by
+    reference counting; before refreezing, :meth:`RecommendService.reload` unfreezes so the
+    old model's cycles can be collected.
+    """
+    t0 = time.perf_counter()
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+    logger.debug(
+        "froze heap reason=%s objects=%d elapsed_ms=%.1f",
+        reason,
+        gc.get_freeze_count(),
+        1000 * (time.perf_counter() - t0),
+    )
+
+
+def _split_sources(source: str) -> list[str]:
+    return [s for s in source.replace(",", "|").split("|") if s]
+
+
+@dataclass(frozen=True, eq=False)
+class _Plan:
+    """A resolved recommend request: what to compute and how to trim it."""
+
+    model: LoadedModel
+    req: RecommendRequest
+    user: JsonId
+    uidx: int
+    fresh: list[Any]
+    blocked: NDArray[np.bool_] | None
+    k_fetch: int
+    fast: bool  # no fold-in needed: the model's own list for the user (or popularity)
+    fast_source: str
+
+    @property
+    def cacheable(self) -> bool:
+        """Whether the list goes through :class:`ListCache`: plain, unfiltered lists only
+        (filters fetch up to the whole catalogue, too big to keep)."""
+        return self.fast and self.blocked is None and self.model.cache.max_size > 0
+
+    @property
+    def cache_key(self) -> tuple[int, int, str | None]:
+        """Key of the plain list in :class:`ListCache`."""
+        return (self.uidx, self.k_fetch, self.req.model)
+
+
+_Lists = list[_List]
+
+
+def _fast_lists(pipeline: Pipeline, model: str | None, users: list[int], ks: list[int]) -> _Lists:
+    """Top lists of several user indices in one vectorised call, each cut to its own k.
+
+    Lists are sorted with deterministic tie-breaking, so the top ``k`` of a longer list is
+    exactly the top-``k`` list, and a user's list does not depend on the batch.
+    """
+    items, scores = pipeline.recommend_indices(np.asarray(users, np.int64), max(ks), model=model)
+    return [(items[r, :k], scores[r, :k]) for r, k in enumerate(ks)]
+
+
+class _MicroBatcher:
+    """Coalesces plain recommend calls made in the same event-loop iteration.
+
+    The first call schedules a flush with ``call_soon``; every call made before the loop
+    gets to it joins the batch, which is answered by one vectorised model call per
+    (pipeline, component). Under concurrent load this amortises the per-call overhead of
+    the sparse kernels; a lone request pays one loop iteration.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        max_batch: int = 256,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._loop = loop
+        self._max_batch = max_batch
+        self._metrics = metrics
+        self._pending: list[tuple[Pipeline, str | None, int, int, asyncio.Future[Any]]] = []
+
+    def submit(
+        self, pipeline: Pipeline, model: str | None, uidx: int, k: int
+    ) -> asyncio.Future[tuple[NDArray[np.int64], NDArray[np.float32]]]:
+        """A future of ``(items, scores)`` for one user index."""
+        future: asyncio.Future[Any] = self._loop.create_future()
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append((pipeline, model, uidx, k, future))
+        if len(self._pending) >= self._max_batch:
+            self._flush()
+        return future
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        groups: dict[tuple[int, str | None], list[int]] = {}
+        for pos, (pipeline, model, _, _, _) in enumerate(pending):
+            groups.setdefault((id(pipeline), model), []).append(pos)
+        for (_, model), positions in groups.items():
+            pipeline = pending[positions[0]][0]
+            try:
+                lists = _fast_lists(
+                    pipeline,
+                    model,
+                    [pending[p][2] for p in positions],
+                    [pending[p][3] for p in positions],
+                )
+            except Exception as exc:  # every waiter of the group gets the error
+                for p in positions:
+                    if not pending[p][4].done():
+                        pending[p][4].set_exception(exc)
+                continue
+            if self._metrics is not None:
+                self._metrics.count_model_call(len(positions))
+            for p, result in zip(positions, lists, strict=True):
+                if not pending[p][4].done():  # the client may have gone away
+                    pending[p][4].set_result(result)
+
+
+class RecommendService:
+    """The online recommend service.
+
+    Stability: provisional
+
+    Parameters
+    ----------
+    settings
+        Server settings (artifact, events log, limits).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self._state: ServingState | None = None
+        self._log: EventLog | None = None
+        self._reload_lock = threading.Lock()
+        self._batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _MicroBatcher] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Load the configured artifact and replay the event log.
+
+        Raises
+        ------
+        ArtifactError
+            If the artifact is missing or damaged (the server must not start).
+        """
+        model = LoadedModel.load(
+            self.settings.artifact, cache_size=self.settings.recommend_cache_size
+        )
+        self._log = EventLog(self.settings.events_path)
+        self._state = self._new_state(model)
+        _freeze_heap("start")
+        logger.info(
+            "serving artifact=%s version=%s n_users=%d n_items=%d events=%d load_s=%.2f",
+            model.path,
+            model.version,
+            len(model.users),
+            len(model.items),
+            self._state.online.n_events,
+            model.load_seconds,
+        )
+
+    def close(self) -> None:
+        """Release the event log (the state stays readable)."""
+        if self._log is not None:
+            self._log.close()
+
+    def _new_state(self, model: LoadedModel) -> ServingState:
+        assert self._log is not None
+        online = OnlineState(
+            self._log,
+            model.users.parse,
+            model.items.parse,
+            self.settings.max_events_per_user,
+            on_records=model.feed_feature_store,
+        )
+        online.sync()  # replay every event accepted so far
+        return ServingState(model, online)
+
+    @property
+    def state(self) -> ServingState:
+        """The current state; raises :class:`NotReadyError` before start-up finished."""
+        state = self._state
+        if state is None:
+            raise NotReadyError("no model is loaded yet; retry when /readyz answers 200")
+        return state
+
+    @property
+    def ready(self) -> bool:
+        """Whether a model is loaded."""
+        return self._state is not None
+
+    @property
+    def model_version(self) -> str | None:
+        """Version of the loaded model, if any."""
+        state = self._state
+        return None if state is None else state.model.version
+
+    def render_metrics(self) -> str:
+        """The Prometheus exposition of this process, with the loaded model's version."""
+        state = self._state
+        return self.metrics.render(
+            model_version=None if state is None else state.model.version,
+            loaded_at=None if state is None else state.model.loaded_at,
+        )
+
+    # ------------------------------------------------------------------ recommending
+    def recommend(self, req: RecommendRequest) -> dict[str, Any]:
+        """Recommendations for one user, computed now: a JSON-ready dict of the
+        :class:`RecommendResponse` shape."""
+        state = self.state
+        state.online.sync()
+        plan = self._plan(state, req)
+        if plan.fast:
+            cached = self._cached(plan)
+            if cached is None:
+                cached = _fast_lists(plan.model.pipeline, req.model, [plan.uidx], [plan.k_fetch])[0]
+                self.metrics.count_model_call(1)
+                self._remember(plan, cached)
+            return self._finish(plan, *cached, plan.fast_source)
+        return self._finish(plan, *self._fold_in(plan))
+
+    def _cached(self, plan: _Plan) -> _List | None:
+        if not plan.cacheable:
+            return None
+        hit = plan.model.cache.get(plan.cache_key)
+        self.metrics.count_cache(hit is not None)
+        return hit
+
+    @staticmethod
+    def _remember(plan: _Plan, lists: _List) -> None:
+        if plan.cacheable:
+            plan.model.cache.put(plan.cache_key, lists)
+
+    async def recommend_async(self, req: RecommendRequest) -> dict[str, Any]:
+        """As :meth:`recommend`, on the event loop: plain requests (no events, no
+        ``recent_items``) made in the same loop iteration share one batched model call."""
+        state = self.state
+        state.online.sync()
+        plan = self._plan(state, req)
+        if plan.fast:
+            cached = self._cached(plan)
+            if cached is None:
+                cached = await self._batcher().submit(
+                    plan.model.pipeline, req.model, plan.uidx, plan.k_fetch
+                )
+                self._remember(plan, cached)
+            return self._finish(plan, *cached, plan.fast_source)
+        return self._finish(plan, *self._fold_in(plan))
+
+    def recommend_batch(self, reqs: list[RecommendRequest]) -> dict[str, Any]:
+        """Recommendations for several users, all from the same model (a JSON-ready dict of
+        the :class:`BatchResponse` shape).
+
+        Plain requests are answered by one vectorised model call per component.
+        """
+        state = self.state
+        state.online.sync()
+        plans = [self._plan(state, r) for r in reqs]
+        results: list[dict[str, Any] | None] = [None] * len(plans)
+        groups: dict[str | None, list[int]] = {}
+        for pos, plan in enumerate(plans):
+            if plan.fast:
+                cached = self._cached(plan)
+                if cached is not None:
+                    results[pos] = self._finish(plan, *cached, plan.fast_source)
+                else:
+                    groups.setdefault(plan.req.model, []).append(pos)
+            else:
+                results[pos] = self._finish(plan, *self._fold_in(plan))
+        for name, positions in groups.items():
+            lists = _fast_lists(
+                state.model.pipeline,
+                name,
+                [plans[p].uidx for p in positions],
+                [plans[p].k_fetch for p in positions],
+            )
+            self.metrics.count_model_call(len(positions))
+            for p, (items, scores) in zip(positions, lists, strict=True):
+                self._remember(plans[p], (items, scores))
+                results[p] = self._finish(plans[p], items, scores, plans[p].fast_source)
+        return {
+            "results": [r for r in results if r is not None],
+            "model_version": state.model.version,
+        }
+
+    def _batcher(self) -> _MicroBatcher:
+        loop = asyncio.get_running_loop()
+        batcher = self._batchers.get(loop)
+        if batcher is None:
+            batcher = self._batchers[loop] = _MicroBatcher(loop, metrics=self.metrics)
+        return batcher
+
+    def _plan(self, state: ServingState, req: RecommendRequest) -> _Plan:
+        """Resolve ids, online events and filters; decide how to compute the list."""
+        m = state.model
+        user, uidx = m.users.lookup(req.user_id)
+        fresh = state.online.items_of(user)
+        blocked = m.catalog.blocked(
+            req.filters.genres if req.filters else None,
+            req.filters.exclude_genres if req.filters else None,
+        )
+        if req.exclude_items:
+            excluded = m.items.indices(req.exclude_items)
+            excluded = excluded[excluded >= 0]
+            if excluded.size:
+                blocked = np.zeros(len(m.items), bool) if blocked is None else blocked.copy()
+                blocked[excluded] = True
+        n_blocked = int(blocked.sum()) if blocked is not None else 0
+        # fetch enough that k remain after the blocked items are dropped
+        k_fetch = min(len(m.items), req.k + n_blocked)
+        if req.model is not None and req.model not in m.pipeline.models:
+            raise ConfigError(
+                f"model {req.model!r} is not in this artifact; it has: "
+                f"{', '.join(m.pipeline.components)}"
+            )
+        name = req.model or m.pipeline.primary
+        return _Plan(
+            model=m,
+            req=req,
+            user=user,
+            uidx=uidx,
+            fresh=fresh,
+            blocked=blocked,
+            k_fetch=k_fetch,
+            fast=not fresh and not req.recent_items,
+            fast_source=name if uidx >= 0 else COLD_START_SOURCE,
+        )
+
+    def _finish(
+        self,
+        plan: _Plan,
+        idx: NDArray[np.int64],
+        scores: NDArray[np.float32],
+        source: str,
+    ) -> dict[str, Any]:
+        """Drop padding and blocked items, keep ``k``, build the response dict."""
+        m, req = plan.model, plan.req
+        keep = idx >= 0
+        if plan.blocked is not None:
+            keep &= ~plan.blocked[np.maximum(idx, 0)]
+        idx, scores = idx[keep][: req.k], scores[keep][: req.k]
+        sources = _split_sources(source)
+        out = [
+            m.item_out(i, s, r, sources, req.details)
+            for r, (i, s) in enumerate(zip(idx.tolist(), scores.tolist(), strict=True), start=1)
+        ]
+        strategy = PERSONALIZED if plan.uidx >= 0 else COLD_START
+        self.metrics.count_recommendation(strategy)
+        return {
+            "user_id": plan.user,
+            "items": out,
+            "strategy": strategy,
+            "model_version": m.version,
+        }
+
+    def _fold_in(self, plan: _Plan) -> tuple[NDArray[np.int64], NDArray[np.float32], str]:
+        """Fold-in (``Pipeline.recommend_for_history``) of a history made of the user's
+        training items, online events and ``recent_items``."""
+        m, req = plan.model, plan.req
+        recent = m.items.indices(req.recent_items)
+        fresh = plan.fresh
+        event_idx = np.fromiter((m.items.index(v) for v in fresh), np.int64, count=len(fresh))
+        hist = np.concatenate([m.training_items(plan.uidx), event_idx, recent])
+        hist = np.unique(hist[hist >= 0])  # unknown items cannot be folded in
+        history = [m.items.values[i] for i in hist.tolist()]
+        ids, scores, sources = m.pipeline.recommend_for_history(
+            [history], plan.k_fetch, model=req.model
+        )
+        row = ids[0]
+        found = np.fromiter((v is not None for v in row), bool, count=len(row))
+        idx = np.full(len(row), -1, np.int64)
+        if found.any():
+            idx[found] = m.items.indices(row[found].tolist())
+        return idx, np.asarray(scores[0], np.float32), str(sources[0])
+
+    def similar_items(self, item_id: JsonId, k: int, *, details: bool = False) -> dict[str, Any]:
+        """Items most similar to ``item_id``; popular items for an unknown item (a JSON-ready
+        dict of the :class:`SimilarItemsResponse` shape)."""
+        m = self.state.model
+        item, iidx = m.items.lookup(item_id)
+        strategy = SIMILAR
+        out: list[dict[str, Any]] = []
+        if iidx >= 0:
+            frame = m.pipeline.similar_items(item, k)
+            idx = m.items.indices(frame["item_id"].tolist())
+            for rank, (i, s, src) in enumerate(
+                zip(idx.tolist(), frame["score"].tolist(), frame["sources"].tolist(), strict=True),
+                start=1,
+            ):
+                out.append(m.item_out(i, float(s), rank, _split_sources(str(src)), details))
+        if not out:
+            strategy = COLD_START
+            items, scores = m.pipeline.recommend_indices(
+                [-1], k, model=COLD_START_SOURCE if COLD_START_SOURCE in m.pipeline.models else None
+            )
+            keep = items[0] >= 0
+            for rank, (i, s) in enumerate(
+                zip(items[0][keep].tolist(), scores[0][keep].tolist(), strict=True), start=1
+            ):
+                out.append(m.item_out(i, s, rank, [COLD_START_SOURCE], details))
+        return {"item_id": item, "items": out, "strategy": strategy, "model_version": m.version}
+
+    def genres(self) -> GenresResponse:
+        """Genre names of the catalogue (for ``filters``)."""
+        return GenresResponse(genres=self.state.model.catalog.genre_names)
+
+    # ------------------------------------------------------------------ users and events
+    def users(self, limit: int, offset: int) -> UsersResponse:
+        """A page of the vocabulary's user ids, in index order."""
+        m = self.state.model
+        return UsersResponse(user_ids=m.users.values[offset : offset + limit], total=len(m.users))
+
+    def history(self, user_id: JsonId, limit: int) -> HistoryResponse:
+        """A user's training items and online events, with titles and genres."""
+        state = self.state
+        state.online.sync()
+        m = state.model
+        user, uidx = m.users.lookup(user_id)
+        rows: list[HistoryItem] = []
+        events = state.online.items_of(user)
+        for value in reversed(events):  # most recent event first
+            i = m.items.index(value)
+            rows.append(self._history_item(m, value, i, "event"))
+        for i in m.training_items(uidx).tolist():
+            rows.append(self._history_item(m, m.items.values[i], i, "training"))
+        return HistoryResponse(
+            user_id=user,
+            known=uidx >= 0,
+            n_items=len(rows),
+            items=rows[:limit],
+            model_version=m.version,
+        )
+
+    @staticmethod
+    def _history_item(m: LoadedModel, value: Any, idx: int, source: str) -> HistoryItem:
+        if idx < 0:
+            return HistoryItem(item_id=value, source=source)
+        return HistoryItem(
+            item_id=value,
+            source=source,
+            title=m.catalog.titles[idx],
+            genres=list(m.catalog.genres[idx]),
+        )
+
+    def add_event(self, event: EventIn) -> EventReceipt:
+        """Append an event durably (fsync) and apply it; the next request sees it."""
+        state = self.state
+        assert self._log is not None
+        received = time.time()
+        record = EventRecord(
+            user_id=event.user_id,
+            item_id=event.item_id,
+            timestamp=event.unix_seconds(received),
+            rating=event.rating,
+            received=received,
+        )
+        self._log.append(record)
+        state.online.sync()
+        self.metrics.count_event()
+        m = state.model
+        user, uidx = m.users.lookup(event.user_id)
+        item, iidx = m.items.lookup(event.item_id)
+        return EventReceipt(
+            user_id=user,
+            item_id=item,
+            known_user=uidx >= 0,
+            known_item=iidx >= 0,
+            n_user_events=len(state.online.items_of(user)),
+        )
+
+    # ------------------------------------------------------------------ reload
+    def reload(self, artifact: Path | None = None) -> ReloadResponse:
+        """Load an artifact beside the current one and swap atomically.
+
+        Requests in flight finish on the old model. A damaged artifact is refused and the
+        old one keeps serving.
+
+        Raises
+        ------
+        ReloadBusyError
+            If another reload is running.
+        ArtifactError
+            If the new artifact is missing, damaged or unreadable.
+        """
+        if not self._reload_lock.acquire(blocking=False):
+            self.metrics.count_reload("busy")
+            raise ReloadBusyError("a reload is already in progress; retry when it finishes")
+        try:
+            old = self.state
+            target = Path(artifact) if artifact is not None else old.model.path
+            try:
+                model = LoadedModel.load(target, cache_size=self.settings.recommend_cache_size)
+            except ArtifactError as exc:
+                self.metrics.count_reload("refused")
+                logger.error(
+                    "reload refused artifact=%s still_serving=%s reason=%s",
+                    target,
+                    old.model.version,
+                    exc,
+                )
+                raise
+            new = self._new_state(model)
+            self._state = new  # the swap: one reference assignment
+            previous = old.model.version
+            del old  # requests in flight keep it alive until they finish
+            _freeze_heap("reload")  # one pause here rather than many during serving
+            self.metrics.count_reload("ok")
+            logger.info(
+                "reloaded artifact=%s version=%s previous=%s load_s=%.2f",
+                model.path,
+                model.version,
+                previous,
+                model.load_seconds,
+            )
+            return ReloadResponse(
+                model_version=model.version,
+                previous_version=previous,
+                artifact=str(model.path),
+                load_seconds=model.load_seconds,
+            )
+        finally:
+            self._reload_lock.release()

@@ -1,0 +1,71 @@
+"""Server settings, read from ``RECSYS_*`` environment variables (pydantic-settings).
+
+The one instance is behind the cached :func:`get_settings` dependency; tests and
+:func:`recsys.serving.app.create_app` override it with an explicit :class:`Settings`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+
+class Settings(BaseSettings):
+    """Configuration of one server process.
+
+    Every field can be set from the environment with the ``RECSYS_`` prefix, e.g.
+    ``RECSYS_ARTIFACT=/models/current`` or ``RECSYS_ADMIN_KEY=...``.
+
+    Stability: provisional
+
+    Attributes
+    ----------
+    artifact
+        The artifact directory loaded at start-up (``recsys train --out``).
+    events_log
+        JSON-lines file of accepted ``POST /events``; default
+        ``<artifact>/state/events.jsonl`` (``state/`` is outside the artifact checksums).
+        It stays the same across hot reloads, so online state survives a model swap; a
+        deployment that reloads into *other* directories should set it explicitly, so that
+        a restart on the new directory still replays every accepted event.
+    admin_key
+        The API key of ``/admin/*`` (``RECSYS_ADMIN_KEY``); unset disables admin endpoints.
+    max_body_bytes
+        Largest request body accepted; larger ones get 413.
+    max_events_per_user
+        Most recent events per user kept in memory for fold-in (the log keeps all).
+    recommend_cache_size
+        Plain top lists (no events, ``recent_items`` or filters) cached per loaded model,
+        least recently used first out (each entry holds ``k`` ids and scores); 0 disables
+        the cache. A list depends only on the model, the
+        user and ``k``, so entries never go stale (each reload starts an empty cache).
+    log_requests
+        Log one structured line per request (request id, route, status, model version,
+        latency); never ids or features.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="RECSYS_", extra="ignore", frozen=True)
+
+    artifact: Path
+    events_log: Path | None = None
+    admin_key: SecretStr | None = None
+    max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    max_events_per_user: int = Field(default=1000, ge=1)
+    recommend_cache_size: int = Field(default=50_000, ge=0)
+    log_requests: bool = True
+
+    @property
+    def events_path(self) -> Path:
+        """Where accepted events are appended: ``events_log`` or the artifact's ``state/``."""
+        return self.events_log or Path(self.artifact) / "state" / "events.jsonl"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings from the environment (cached; a FastAPI dependency)."""
+    return Settings()  # type: ignore[call-arg]  # artifact comes from RECSYS_ARTIFACT

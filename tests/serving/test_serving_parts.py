@@ -1,0 +1,225 @@
+"""The serving building blocks on their own: ids, the events log, metrics, filters, batching,
+the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recsys.errors import ArtifactError
+from recsys.pipeline import Pipeline
+from recsys.serving.catalog import ItemCatalog
+from recsys.serving.cli import add_serve_parser, cmd_serve, main
+from recsys.serving.errors import BadRequestError
+from recsys.serving.events import EventLog, EventRecord, OnlineState
+from recsys.serving.ids import IdCodec
+from recsys.serving.metrics import Metrics
+from recsys.serving.service import ListCache, _fast_lists, _MicroBatcher
+
+
+# ---------------------------------------------------------------------------- ids
+def test_int_vocabulary_parses_decimal_strings() -> None:
+    codec = IdCodec(np.array([7, 196, 943], dtype=np.int64))
+    assert codec.kind == "int"
+    assert codec.lookup("196") == (196, 1)
+    assert codec.lookup(196) == (196, 1)
+    assert codec.lookup("-5") == (-5, -1)
+    for raw in ("abc", "1e3", "19 6", "0x10", "196.0", "../196", "", "9" * 30):
+        value, idx = codec.lookup(raw)
+        assert (value, idx) == (raw, -1)
+    assert codec.indices(["943", "nope", 7]).tolist() == [2, -1, 0]
+    assert codec.values == [7, 196, 943]
+    assert all(type(v) is int for v in codec.values)
+
+
+def test_string_vocabulary_keeps_ids_verbatim() -> None:
+    codec = IdCodec(np.array(["007", "7", "a/b"], dtype=object))
+    assert codec.kind == "str"
+    assert codec.lookup("007") == ("007", 0)
+    assert codec.lookup("7") == ("7", 1)
+    assert codec.lookup(7) == ("7", 1)
+    assert codec.lookup("a/b") == ("a/b", 2)
+    assert codec.lookup("07") == ("07", -1)
+
+
+def test_mixed_vocabulary() -> None:
+    ids = np.empty(3, dtype=object)
+    ids[:] = [5, "x", "10"]
+    codec = IdCodec(ids)
+    assert codec.kind == "mixed"
+    assert codec.lookup("5") == (5, 0)
+    assert codec.lookup("10") == ("10", 2)  # the int 10 is not there, the string is
+    assert codec.lookup("x") == ("x", 1)
+
+
+# ---------------------------------------------------------------------------- events
+def record(user: str | int, item: str | int, ts: int = 1) -> EventRecord:
+    return EventRecord(user_id=user, item_id=item, timestamp=ts, rating=None, received=0.0)
+
+
+def test_event_log_round_trip_and_torn_tail(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "events.jsonl"
+    log = EventLog(path)
+    log.append(record("u1", "i1"))
+    log.append(record(2, "ü"))
+    records, offset = log.read_from(0)
+    assert [(r.user_id, r.item_id) for r in records] == [("u1", "i1"), (2, "ü")]
+    assert offset == path.stat().st_size
+    with open(path, "ab") as fh:  # a write cut short by a crash: not yet a line
+        fh.write(b'{"user_id": "u3", "item_')
+    more, offset2 = log.read_from(offset)
+    assert more == [] and offset2 == offset
+    log.close()
+
+
+def test_event_log_skips_malformed_lines(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(
+        b'{"user_id": "a", "item_id": "x", "timestamp": 1}\n'
+        b"garbage\n"
+        b'{"user_id": true, "item_id": "x", "timestamp": 1}\n'
+        b'{"user_id": "b", "item_id": 3, "timestamp": 2, "rating": 4.0}\n'
+    )
+    records, _ = EventLog(path).read_from(0)
+    assert [(r.user_id, r.item_id, r.rating) for r in records] == [("a", "x", None), ("b", 3, 4.0)]
+    assert caplog.text.count("skipping malformed event line") == 2
+
+
+def test_online_state_follows_the_log(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    codec_u = IdCodec(np.array([1, 2], dtype=np.int64))
+    writer, reader = EventLog(path), EventLog(path)  # e.g. two worker processes
+    state = OnlineState(reader, codec_u.parse, str, max_per_user=3)
+    writer.append(record("1", "a"))
+    writer.append(record(1, "b"))
+    writer.append(record("new", "a"))
+    state.sync()
+    assert state.items_of(1) == ["a", "b"]  # "1" and 1 are the same user of an int vocab
+    assert state.items_of("new") == ["a"]
+    for item in ("a", "c", "d"):  # a repeat moves to the end; at most 3 are kept
+        writer.append(record(1, item))
+    state.sync()
+    assert state.items_of(1) == ["a", "c", "d"]
+    assert state.n_events == 6
+    path.unlink()  # e.g. the artifact directory was saved anew: the writer reopens
+    state.sync()
+    writer.append(record(2, "z"))
+    state.sync()
+    assert state.items_of(1) == ["a", "c", "d"]  # nothing accepted is forgotten
+    assert state.items_of(2) == ["z"]
+    assert [r.item_id for r in EventLog(path).read_from(0)[0]] == ["z"]
+
+
+# ---------------------------------------------------------------------------- metrics
+def test_metrics_exposition_format() -> None:
+    m = Metrics()
+    m.observe_request("/recommend", "GET", 200, 0.0007)
+    m.observe_request("/recommend", "GET", 200, 0.03)
+    m.observe_request('/we"ird\\', "POST", 422, 0.002)
+    m.count_recommendation("personalized", 3)
+    m.count_recommendation("cold_start")
+    m.count_reload("refused")
+    text = m.render(model_version="v1", loaded_at=123.0)
+    line = re.compile(r'^[a-z_]+(\{([a-z_]+="([^"\\]|\\.)*",?)+\})? [-+0-9.eInf]+$')
+    for row in text.splitlines():
+        assert row.startswith("# ") or line.match(row), row
+    assert 'recsys_request_duration_seconds_bucket{route="/recommend",le="0.001"} 1' in text
+    assert 'recsys_request_duration_seconds_bucket{route="/recommend",le="0.05"} 2' in text
+    assert 'recsys_request_duration_seconds_count{route="/recommend"} 2' in text
+    assert 'route="/we\\"ird\\\\"' in text
+    assert "recsys_cold_start_ratio 0.25" in text
+    assert 'recsys_reloads_total{result="refused"} 1' in text
+    assert 'recsys_model_info{version="v1"} 1' in text
+
+
+# ---------------------------------------------------------------------------- catalogue
+def test_catalog_genre_filters() -> None:
+    cat = ItemCatalog(["A", None, "C"], [("Comedy",), ("Drama", "Comedy"), ()])
+    assert cat.genre_names == ["Comedy", "Drama"]
+    assert cat.blocked(None, None) is None
+    assert cat.blocked(["Drama"], None).tolist() == [True, False, True]
+    assert cat.blocked(["Comedy"], ["Drama"]).tolist() == [False, True, True]
+    with pytest.raises(BadRequestError, match="unknown genre 'Western'"):
+        cat.blocked(["Western"], None)
+    assert ItemCatalog.empty(2).blocked(None, []) is None
+
+
+# ---------------------------------------------------------------------------- cache
+def test_list_cache_is_a_bounded_lru() -> None:
+    cache = ListCache(2)
+    lists = [(np.arange(3, dtype=np.int64), np.ones(3, np.float32)) for _ in range(3)]
+    cache.put((1, 3, None), lists[0])
+    cache.put((2, 3, None), lists[1])
+    assert cache.get((1, 3, None)) is not None  # now the most recently used
+    cache.put((3, 3, None), lists[2])
+    assert cache.get((2, 3, None)) is None and len(cache) == 2
+    items, _ = cache.get((1, 3, None))  # type: ignore[misc]
+    with pytest.raises(ValueError, match="read-only"):
+        items[0] = 7
+    assert lists[0][0].flags.writeable  # the caller's arrays are untouched
+    off = ListCache(0)
+    off.put((1, 3, None), lists[0])
+    assert off.get((1, 3, None)) is None and len(off) == 0
+
+
+# ---------------------------------------------------------------------------- batching
+def test_micro_batch_equals_single_calls(tiny_pipeline: Pipeline) -> None:
+    users = [0, 5, -1, 3, 5, 20]
+    ks = [3, 10, 4, 1, 2, 7]
+
+    async def run() -> list[tuple[np.ndarray, np.ndarray]]:
+        batcher = _MicroBatcher(asyncio.get_running_loop())
+        futures = [
+            batcher.submit(tiny_pipeline, None, u, k) for u, k in zip(users, ks, strict=True)
+        ]
+        return list(await asyncio.gather(*futures))
+
+    batched = asyncio.run(run())
+    for (items, scores), u, k in zip(batched, users, ks, strict=True):
+        single_items, single_scores = tiny_pipeline.recommend_indices([u], k)
+        assert items.tolist() == single_items[0].tolist()
+        np.testing.assert_allclose(scores, single_scores[0])
+    assert [len(i) for i, _ in _fast_lists(tiny_pipeline, "popular", [1, 2], [2, 5])] == [2, 5]
+
+
+def test_micro_batch_passes_errors_to_every_waiter(tiny_pipeline: Pipeline) -> None:
+    async def run() -> list[object]:
+        batcher = _MicroBatcher(asyncio.get_running_loop())
+        futures = [batcher.submit(tiny_pipeline, "no-such-model", u, 3) for u in (0, 1)]
+        return list(await asyncio.gather(*futures, return_exceptions=True))
+
+    results = asyncio.run(run())
+    assert all(isinstance(r, ValueError) and "no-such-model" in str(r) for r in results)
+
+
+# ---------------------------------------------------------------------------- cli
+def test_serve_parser_and_bad_artifact(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser(prog="recsys")
+    add_serve_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["serve", "--artifact", str(tmp_path / "missing"), "--port", "0"])
+    assert (args.host, args.port, args.workers, args.func) == ("127.0.0.1", 0, 1, cmd_serve)
+    with pytest.raises(ArtifactError, match="does not exist"):
+        cmd_serve(args)
+    for bad in (["--port", "70000"], ["--workers", "0"], ["--port", "http"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["serve", "--artifact", "x", *bad])
+    assert main(["--artifact", str(tmp_path / "missing")]) == 1
+    assert "recsys: error: artifact" in capsys.readouterr().err
+
+
+def test_event_record_line_is_json(tmp_path: Path) -> None:
+    line = EventRecord("u", 5, 10, 3.5, 1.25).to_line()
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert json.loads(line) == {
+        "user_id": "u",
+        "item_id": 5,
+        "timestamp": 10,
+        "rating": 3.5,
+        "received": 1.25,
+    }
