@@ -180,42 +180,10 @@ def _json_safe(value: Any) -> Any:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    """Write top-k recommendations for users to a parquet or CSV file."""
-    from recsys.pipeline import Pipeline
+    """Write top-k recommendations for users, in chunks, locally or on Dask."""
+    from recsys.jobs import run_recommend_job
 
-    pipe = Pipeline.load(args.artifact)
-    if args.all_users:
-        user_ids = pipe.user_map.ids
-    else:
-        users = _read_table(args.users)
-        if "user_id" not in users.columns:
-            raise DataError(
-                f"{args.users}: missing column 'user_id' "
-                f"(found: {', '.join(map(str, users.columns))})"
-            )
-        user_ids = _coerce_ids(users["user_id"], pipe.user_map.ids)
-    t0 = time.perf_counter()
-    recs = pipe.recommend(user_ids, k=args.k, model=args.model, exclude_seen=not args.include_seen)
-    _write(recs, args.out)
-    logger.info(
-        "wrote %d rows for %d users (%d unknown) in %.2fs -> %s",
-        len(recs),
-        len(user_ids),
-        int((pipe.user_map.to_index(np.asarray(user_ids)) < 0).sum()),
-        time.perf_counter() - t0,
-        args.out,
-    )
-    return 0
-
-
-def _coerce_ids(values: pd.Series, vocab: np.ndarray) -> np.ndarray:
-    """Match the id type of a users file to the artifact's vocabulary (CSV gives strings)."""
-    arr = values.to_numpy()
-    if vocab.dtype.kind in "iu" and arr.dtype.kind not in "iu":
-        as_num = pd.to_numeric(values, errors="coerce")
-        if as_num.notna().all() and (as_num % 1 == 0).all():
-            return as_num.astype(np.int64).to_numpy()
-    return arr
+    return run_recommend_job(args)
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
@@ -273,6 +241,25 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     raise ConfigError(f"unknown datasets command {args.ds_command!r}")
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    """Tune one model on a validation split carved from training data; write the best config."""
+    from recsys.tuning import tune
+
+    data = _load_inputs(args)
+    result = tune(
+        args.model,
+        data.interactions,
+        n_trials=args.trials,
+        seed=args.seed,
+        metric=args.metric,
+        val_frac=args.val_frac,
+        show_progress=not args.quiet,
+    )
+    result.write(args.out)
+    print(f"best {args.metric}={result.best_score:.4f} params={result.best_params} -> {args.out}")
+    return 0
+
+
 def _export_side_tables(ds: Any, out: Path, ext: str) -> None:
     for name in ("items", "users", "item_relations"):
         frame = getattr(ds, name, None)
@@ -325,19 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--on-bad-rows", choices=["fail", "drop"], default=None)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser(
-        "recommend",
-        help="write top-k recommendations for users",
-        description="Writes user_id, item_id, rank, score, sources (parquet, or CSV by extension).",
-    )
-    p.add_argument("--artifact", type=Path, required=True)
-    who = p.add_mutually_exclusive_group(required=True)
-    who.add_argument("--users", type=Path, help="file with a user_id column")
-    who.add_argument("--all-users", action="store_true", help="every user of the training data")
-    p.add_argument("--k", type=_positive_int, default=10, help="items per user (default 10)")
-    p.add_argument("--out", type=Path, required=True, help="output .parquet or .csv")
-    p.add_argument("--model", help="use this component instead of the pipeline's primary")
-    p.add_argument("--include-seen", action="store_true", help="do not exclude training items")
+    from recsys.jobs.cli import add_recommend_arguments
+
+    p = sub.add_parser("recommend", help="write top-k recommendations for users (local or Dask)")
+    add_recommend_arguments(p)
     p.set_defaults(func=cmd_recommend)
 
     p = sub.add_parser("datasets", help="list, export, fetch, split and synthesise datasets")
@@ -378,6 +356,22 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", type=Path, required=True)
     d.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     p.set_defaults(func=cmd_datasets)
+
+    p = sub.add_parser(
+        "tune",
+        help="tune a model's hyperparameters on a validation split of training data",
+        description="Splits the given TRAINING interactions per user in time (the last "
+        "--val-frac of each user's history is validation), runs a seeded search and writes "
+        "the best [models.NAME] table as TOML (or JSON by extension). Never pass test data.",
+    )
+    _add_data_inputs(p)
+    p.add_argument("--model", required=True, help="component name, e.g. als, itemknn, ease")
+    p.add_argument("--trials", type=_positive_int, default=20, help="configurations to try")
+    p.add_argument("--metric", default="ndcg@10", help="validation metric (default ndcg@10)")
+    p.add_argument("--val-frac", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--out", type=Path, required=True, help="config file to write (.toml/.json)")
+    p.set_defaults(func=cmd_tune)
 
     from recsys.serving.cli import add_serve_parser
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from recsys.errors import ConfigError
 from recsys.models.base import BaseRecommender, ModelConfig
+from recsys.models.doc2vec import Doc2VecConfig, Doc2VecRetriever, Item2Vec, Item2VecConfig
 from recsys.models.ease import EASE, EASEConfig
 from recsys.models.factors import ALS, BPR, ALSConfig, BPRConfig
 from recsys.models.knn import ItemKNN, ItemKNNConfig, UserKNN, UserKNNConfig
@@ -22,7 +23,11 @@ __all__ = [
     "ALSConfig",
     "BPRConfig",
     "BaseRecommender",
+    "Doc2VecConfig",
+    "Doc2VecRetriever",
     "EASEConfig",
+    "Item2Vec",
+    "Item2VecConfig",
     "ItemKNN",
     "ItemKNNConfig",
     "ModelConfig",
@@ -44,6 +49,8 @@ MODEL_REGISTRY: dict[str, type[BaseRecommender]] = {
     ALS.name: ALS,
     EASE.name: EASE,
     SVDPlusPlus.name: SVDPlusPlus,
+    Doc2VecRetriever.name: Doc2VecRetriever,
+    Item2Vec.name: Item2Vec,
 }
 
 

@@ -48,12 +48,24 @@ def check_is_fitted(model: BaseRecommender) -> None:
         )
 
 
+_TOPK_GROUP = 8  # columns per group in the two-pass top-k of wide blocks
+
+
 def topk(scores: NDArray[np.float32], k: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
     """Row-wise top-``k`` of a dense score block, deterministic under ties.
 
     Ties are broken by the lower item index, so a user's list does not depend on which
     other users share the block. ``-inf`` marks ineligible items; rows with fewer than
     ``k`` eligible items are padded with index ``-1`` and score NaN.
+
+    Wide blocks (``n_items >= 8 * max(4 k, 8)``) take a two-pass path that reads the
+    block once: the columns are cut into groups of 8 (group ``j`` = columns ``j, j + G,
+    j + 2G, ...``, so the group maxima are an element-wise max of contiguous slices), the
+    ``k`` groups with the largest maxima are found, and the exact selection runs on their
+    ``8 k`` columns only. Every item scoring at least the ``k``-th best score lies in one
+    of those groups (``k`` groups each hold an item scoring at least the ``k``-th largest
+    group maximum), so the answer is exact; rows where another group ties that maximum,
+    or with NaN or fewer than ``k`` finite scores, are redone by the one-pass selection.
 
     Parameters
     ----------
@@ -66,6 +78,16 @@ def topk(scores: NDArray[np.float32], k: int) -> tuple[NDArray[np.int64], NDArra
     items : (n, k) int64 and scores : (n, k) float32
     """
     n, n_items = scores.shape
+    if n and k >= 1 and n_items // _TOPK_GROUP >= max(4 * k, _TOPK_GROUP):
+        return _topk_grouped(scores, k)
+    return _topk_exact(scores, k)
+
+
+def _topk_exact(
+    scores: NDArray[np.float32], k: int
+) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """Row-wise top-``k`` by one ``argpartition`` over every column (see :func:`topk`)."""
+    n, n_items = scores.shape
     kk = min(k, n_items)
     if n == 0 or kk == 0:
         return np.full((n, k), -1, np.int64), np.full((n, k), np.nan, np.float32)
@@ -75,9 +97,10 @@ def topk(scores: NDArray[np.float32], k: int) -> tuple[NDArray[np.int64], NDArra
     need = kk - above.sum(axis=1, keepdims=True)
     tie = scores == thr
     chosen = above | (tie & (np.cumsum(tie, axis=1) <= need))
-    cols = np.nonzero(chosen)[1].reshape(n, kk)
+    # flat positions: a 2-d np.nonzero is several times slower on wide blocks
+    cols = (np.flatnonzero(chosen) % n_items).reshape(n, kk)
     vals = np.take_along_axis(scores, cols, axis=1)
-    order = np.lexsort((cols, -vals), axis=1) if n else cols
+    order = np.lexsort((cols, -vals), axis=1)
     items = np.take_along_axis(cols, order, axis=1).astype(np.int64)
     vals = np.take_along_axis(vals, order, axis=1).astype(np.float32)
     bad = ~np.isfinite(vals)
@@ -87,6 +110,68 @@ def topk(scores: NDArray[np.float32], k: int) -> tuple[NDArray[np.int64], NDArra
         items = np.pad(items, ((0, 0), (0, k - kk)), constant_values=-1)
         vals = np.pad(vals, ((0, 0), (0, k - kk)), constant_values=np.nan)
     return items, vals
+
+
+def _topk_grouped(
+    scores: NDArray[np.float32], k: int
+) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """Two-pass top-``k`` of a wide block (see :func:`topk`)."""
+    n, n_items = scores.shape
+    g, n_groups = _TOPK_GROUP, n_items // _TOPK_GROUP
+    rem = n_items - n_groups * g
+    maxima = scores[:, : n_groups * g].reshape(n, g, n_groups).max(axis=1)
+    if rem:  # the last columns join groups 0..rem-1
+        np.maximum(maxima[:, :rem], scores[:, n_groups * g :], out=maxima[:, :rem])
+    thr = np.partition(maxima, n_groups - k, axis=1)[:, n_groups - k, None]
+    reach = maxima >= thr
+    # exact unless another group ties the k-th largest maximum or it is -inf; partition
+    # puts NaN last, so a row with NaN has fewer than k groups reaching thr (or a NaN thr)
+    exact = (np.count_nonzero(reach, axis=1) == k) & np.isfinite(thr[:, 0])
+    rows = np.flatnonzero(exact)
+    items = np.empty((n, k), np.int64)
+    top_vals = np.empty((n, k), np.float32)
+    if len(rows):
+        hits = np.flatnonzero(reach if len(rows) == n else reach[rows])
+        groups = (hits % n_groups).reshape(len(rows), 1, k)
+        # candidate columns in increasing order: group j's members are j + n_groups * l
+        cand = (groups + n_groups * np.arange(g)[:, None]).reshape(len(rows), g * k)
+        if rem:
+            extra = groups[:, 0, :] + n_groups * g
+            cand = np.concatenate([cand, np.where(extra < n_items, extra, -1)], axis=1)
+        vals = np.take(scores.reshape(-1), cand + (rows * n_items)[:, None])
+        if rem:
+            vals[cand < 0] = -np.inf  # -1: no such column
+        sel_items, sel_vals = _select_by_key(vals, cand, k)
+        bad = np.isinf(sel_vals)  # +inf is not a score to recommend, as in _topk_exact
+        sel_items[bad], sel_vals[bad] = -1, np.nan
+        items[rows], top_vals[rows] = sel_items, sel_vals
+    redo = np.flatnonzero(~exact)
+    if len(redo):
+        items[redo], top_vals[redo] = _topk_exact(scores[redo], k)
+    return items, top_vals
+
+
+def _select_by_key(
+    vals: NDArray[np.float32], cols: NDArray[np.int64], k: int
+) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """Top-``k`` of each row by (score desc, column asc) through one unique int64 key.
+
+    The float32 score becomes an order-preserving int32 (negative values get their low
+    31 bits flipped) in the key's high half, ``~column`` its low half: keys are unique,
+    so ``partition`` + ``sort`` give the exact order of :func:`topk` with no tie
+    bookkeeping. Columns must be below ``2**32``.
+    """
+    m = vals.shape[1]
+    bits = (vals + np.float32(0.0)).view(np.int32)  # -0.0 -> +0.0: equal scores must tie
+    ordered = bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))
+    low = np.int64(0xFFFFFFFF)
+    keys = (ordered.astype(np.int64) << 32) | (low - cols)
+    top = np.partition(keys, m - k, axis=1)[:, m - k :]
+    top.sort(axis=1)
+    top = top[:, ::-1]
+    items = low - (top & low)
+    high = (top >> 32).astype(np.int32)
+    return items, (high ^ ((high >> 31) & np.int32(0x7FFFFFFF))).view(np.float32)
 
 
 def _mask_rows(scores: NDArray[np.float32], rows: sp.csr_matrix) -> None:
@@ -224,12 +309,16 @@ class BaseRecommender(ABC):
         for start in range(0, len(users), bs):
             sl = slice(start, start + bs)
             u, kn = users[sl], known[sl]
-            block = np.empty((len(u), self.n_items), np.float32)
-            if kn.any():
-                block[kn] = self._score_users(u[kn])
-            if (~kn).any():
+            if kn.all():  # the common case: score in place, no copy into a second block
+                block = self._score_users(u)
+            else:
+                block = np.empty((len(u), self.n_items), np.float32)
+                if kn.any():
+                    block[kn] = self._score_users(u[kn])
                 block[~kn] = self.item_popularity_
-            if exclude_seen and kn.any():
+            if exclude_seen and kn.all():
+                _mask_rows(block, self.user_items_[u])
+            elif exclude_seen and kn.any():
                 seen = self.user_items_[np.where(kn, u, 0)]
                 seen = sp.csr_matrix(seen.multiply(kn[:, None].astype(np.float32)))
                 seen.eliminate_zeros()

@@ -86,10 +86,12 @@ def test_evaluate_artifact_prints_table_and_json(workdir: Path) -> None:
         "--json",
         out,
     )
-    assert "itemknn" in proc.stdout and "popular" in proc.stdout and "ndcg@10" in proc.stdout
+    components = json.loads((workdir / "artifact" / "pipeline.json").read_text())["components"]
+    assert "ndcg@10" in proc.stdout
+    assert all(name in proc.stdout for name in components)
     metrics = json.loads(out.read_text())
     assert 0.0 <= metrics["ndcg@10"] <= 1.0
-    assert set(metrics["models"]) == {"itemknn", "popular"}
+    assert set(components) <= set(metrics["models"])
 
 
 def test_recommend_then_evaluate_the_file(workdir: Path) -> None:
@@ -108,7 +110,7 @@ def test_recommend_then_evaluate_the_file(workdir: Path) -> None:
     assert list(recs.columns) == ["user_id", "item_id", "rank", "score", "sources"]
     assert recs.groupby("user_id").size().eq(10).all()
     assert recs["user_id"].nunique() == 120
-    assert (recs["sources"] == "itemknn").all()
+    assert recs["sources"].map(lambda s: isinstance(s, str) and len(s) > 0).all()
     train = pd.read_parquet(workdir / "data" / "train.parquet")
     seen = set(zip(train["user_id"], train["item_id"], strict=True))
     assert not any((u, i) in seen for u, i in zip(recs["user_id"], recs["item_id"], strict=True))
@@ -137,10 +139,9 @@ def test_recommend_users_file_with_unknown_user(workdir: Path) -> None:
         "recommend", "--artifact", workdir / "artifact", "--users", users, "--k", "3", "--out", out
     )
     recs = pd.read_parquet(out)
-    assert recs.groupby("user_id")["sources"].first().to_dict() == {
-        "nobody": "popular",
-        "u001": "itemknn",
-    }
+    sources = recs.groupby("user_id")["sources"].first().to_dict()
+    assert sources["nobody"] == "popular"
+    assert sources["u001"] != "popular"
 
 
 def test_bad_rows_fail_with_one_line_naming_file_row_field(tmp_path: Path) -> None:
@@ -205,3 +206,37 @@ def test_help_teaches() -> None:
     proc = recsys("--help")
     for word in ("train", "evaluate", "recommend", "datasets", "examples:"):
         assert word in proc.stdout
+
+
+def test_tune_writes_a_config_that_train_accepts(workdir: Path, tmp_path: Path) -> None:
+    best = tmp_path / "best.toml"
+    proc = recsys(
+        "tune",
+        "--interactions",
+        workdir / "data" / "train.parquet",
+        "--model",
+        "itemknn",
+        "--trials",
+        "2",
+        "--out",
+        best,
+    )
+    assert "best ndcg@10=" in proc.stdout
+    assert "[models.itemknn]" in best.read_text()
+    recsys(
+        "train",
+        "--interactions",
+        workdir / "data" / "train.parquet",
+        "--config",
+        best,
+        "--models",
+        "itemknn",
+        "--out",
+        tmp_path / "tuned",
+    )
+    manifest = json.loads((tmp_path / "tuned" / "manifest.json").read_text())
+    tuned = manifest["config"]["models"]["itemknn"]
+    written = best.read_text()
+    assert (
+        f"n_neighbors = {tuned['n_neighbors']}" in written
+    )  # the tuned values reached the artifact

@@ -1,0 +1,623 @@
+"""Benchmark: the batch recommendation job (``recsys recommend``) at MovieLens-20M scale.
+
+Run from the repository root::
+
+    PYTHONPATH=. .venv/bin/python benchmarks/batch_recommend.py                  # 20M
+    PYTHONPATH=. .venv/bin/python benchmarks/batch_recommend.py --users 13800 \\
+        --items 2700 --interactions 2000000                                      # smaller
+
+Data and model: ``recsys.data.generate_synthetic`` (138,000 users x 27,000 items x
+20,000,000 interactions by default, seed 0) and ALS with 64 factors and ``--epochs``
+(default 2) sweeps: quality is irrelevant here, only the factors' shapes matter. The
+artifact (ALS + popularity) is saved once; every measurement uses its factors.
+
+Measured, all with ``--threads`` threads (default 2) and top-``--k`` (default 100) for
+every user, seen items excluded:
+
+* ``bound``: the users x items matrix product alone, in the blocks the model uses
+  (``recsys.models.base`` scores 64 MiB blocks), both as one BLAS call per block with
+  ``threads`` BLAS threads and as a pool of ``threads`` Python threads with one BLAS
+  thread each; the faster is the bound.
+* ``implicit``: implicit's own batched ``AlternatingLeastSquares.recommend(userids,
+  user_items, N=k)`` on the same factors (its C++ top-k, ``num_threads=threads``, BLAS
+  at one thread as implicit asks).
+* ``jobs_local``: :func:`recsys.jobs.run_batch` in fresh subprocesses, the local engine
+  with two chunk sizes (``--chunk-sizes``), writing parquet: wall time, scoring time
+  (``recommend_seconds``: the job without the artifact load), users/s, and peak memory,
+  ``VmHWM`` of the process (reset after imports via ``/proc/self/clear_refs``) beside
+  that of a process that only loads the artifact (``load_only``).
+* ``job_dask``: the Dask engine on a 2-worker ``LocalCluster`` (one thread each) with
+  the smaller chunk size (many parts keep both workers busy), against the local job of
+  the same chunk size: overhead, and a part-by-part sha256 comparison of the outputs.
+* ``proposed_topk``: the model's block loop with the two-pass grouped top-k proposed for
+  ``recsys.models.base.topk`` (:func:`proposed_topk`, checked identical to the one-pass
+  selection on sample blocks in the same run), interleaved with bound timings.
+* ``--candidate-tree DIR``: the same local job run from another checkout (e.g. with that
+  proposal applied to the model base), its output compared with the current tree's.
+
+The machine these run on is shared, and its load drifts over minutes, so every ratio is
+*paired*: the job with the largest chunk size (and the candidate's) times the bound and
+implicit right after the job in the same process, and the summary's ratios and targets
+(job within 2x of the bound, throughput at least implicit's) use those pairs.
+
+Results go to ``benchmarks/results/batch_recommend.json`` (or ``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import json
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+ROOT = Path(__file__).resolve().parents[1]
+BLOCK_BYTES = 64 * 1024 * 1024  # recsys.models.base scores blocks of this many bytes
+GROUP = 8  # columns per group of the proposed top-k
+
+
+# ---------------------------------------------------------------------------- helpers
+def _status(field: str) -> int:
+    """A ``/proc/self/status`` memory field in bytes."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _reset_peak() -> None:
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+
+
+def _median_time(fn: Callable[[], object], repeats: int) -> tuple[float, list[float]]:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), [round(t, 3) for t in times]
+
+
+def _log(msg: str) -> None:
+    sys.stderr.write(f"[{datetime.now().strftime('%H:%M:%S')}] {msg}\n")
+    sys.stderr.flush()
+
+
+# ---------------------------------------------------------------------------- proposed top-k
+def _topk_exact(scores: NDArray[np.float32], k: int) -> tuple[NDArray[np.int64], NDArray[Any]]:
+    """The current ``recsys.models.base.topk`` with a flat ``nonzero`` (same output)."""
+    n, n_items = scores.shape
+    kk = min(k, n_items)
+    if n == 0 or kk == 0:
+        return np.full((n, k), -1, np.int64), np.full((n, k), np.nan, np.float32)
+    part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+    thr = np.take_along_axis(scores, part, axis=1).min(axis=1, keepdims=True)
+    above = scores > thr
+    need = kk - above.sum(axis=1, keepdims=True)
+    tie = scores == thr
+    chosen = above | (tie & (np.cumsum(tie, axis=1) <= need))
+    cols = (np.flatnonzero(chosen) % n_items).reshape(n, kk)
+    vals = np.take_along_axis(scores, cols, axis=1)
+    order = np.lexsort((cols, -vals), axis=1)
+    items = np.take_along_axis(cols, order, axis=1).astype(np.int64)
+    vals = np.take_along_axis(vals, order, axis=1).astype(np.float32)
+    bad = ~np.isfinite(vals)
+    items[bad] = -1
+    vals[bad] = np.nan
+    if kk < k:
+        items = np.pad(items, ((0, 0), (0, k - kk)), constant_values=-1)
+        vals = np.pad(vals, ((0, 0), (0, k - kk)), constant_values=np.nan)
+    return items, vals
+
+
+def _select_sorted_candidates(
+    vals: NDArray[np.float32], cols: NDArray[np.int64], k: int
+) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """Top-``k`` of candidate rows by ``(score desc, item asc)``, one int64 key per entry.
+
+    The float32 score maps to an order-preserving int32 (negative values get their low
+    31 bits flipped) in the high half of the key and ``~item`` in the low half, so keys
+    are unique and a plain ``partition`` + ``sort`` of int64 gives the exact order that
+    ``topk`` defines, ties to the lower item, without tie bookkeeping.
+    """
+    m = vals.shape[1]
+    bits = (vals + np.float32(0.0)).view(np.int32)  # -0.0 -> +0.0: equal scores tie
+    ordered = bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))
+    low = np.int64(0xFFFFFFFF)
+    keys = (ordered.astype(np.int64) << 32) | (low - cols)
+    top = np.partition(keys, m - k, axis=1)[:, m - k :]
+    top.sort(axis=1)
+    top = top[:, ::-1]
+    items = low - (top & low)
+    high = (top >> 32).astype(np.int32)
+    scores = (high ^ ((high >> 31) & np.int32(0x7FFFFFFF))).view(np.float32)
+    return items, scores
+
+
+def proposed_topk(scores: NDArray[np.float32], k: int) -> tuple[NDArray[np.int64], NDArray[Any]]:
+    """Row-wise top-``k`` in two passes; output identical to ``recsys.models.base.topk``.
+
+    The columns are cut into groups of ``GROUP`` (group ``j`` = columns ``j, j + G, ...``,
+    so the group maxima are an element-wise max of contiguous slices: one vectorised
+    read of the block). The ``k`` groups with the largest maxima hold every item scoring
+    at least the ``k``-th best score (``k`` groups each hold an item scoring at least the
+    ``k``-th largest maximum), so the exact selection runs on their ``k * GROUP``
+    columns only (:func:`_select_sorted_candidates`). Rows where another group ties the
+    ``k``-th maximum, or with NaN or too few finite scores, are recomputed by the exact
+    path. Blocks narrower than ``GROUP * max(4 k, GROUP)`` use the exact path directly.
+    """
+    n, n_items = scores.shape
+    if not (n and k >= 1 and n_items // GROUP >= max(4 * k, GROUP)):
+        return _topk_exact(scores, k)
+    g, n_groups = GROUP, n_items // GROUP
+    rem = n_items - n_groups * g
+    maxima = scores[:, : n_groups * g].reshape(n, g, n_groups).max(axis=1)
+    if rem:
+        np.maximum(maxima[:, :rem], scores[:, n_groups * g :], out=maxima[:, :rem])
+    thr = np.partition(maxima, n_groups - k, axis=1)[:, n_groups - k, None]
+    reach = maxima >= thr
+    # exact unless another group ties the k-th largest maximum or it is -inf; NaN sorts
+    # last in partition, so a row with NaN has fewer than k groups reaching thr (or a
+    # NaN thr) and is redone too
+    exact = (np.count_nonzero(reach, axis=1) == k) & np.isfinite(thr[:, 0])
+    rows = np.flatnonzero(exact)
+    items = np.empty((n, k), np.int64)
+    top_vals = np.empty((n, k), np.float32)
+    if len(rows):
+        hits = np.flatnonzero(reach if len(rows) == n else reach[rows])
+        groups = (hits % n_groups).reshape(len(rows), 1, k)
+        cand = (groups + n_groups * np.arange(g)[:, None]).reshape(len(rows), g * k)
+        if rem:  # the last columns joined groups 0..rem-1; -1: no such column
+            extra = groups[:, 0, :] + n_groups * g
+            cand = np.concatenate([cand, np.where(extra < n_items, extra, -1)], axis=1)
+        vals = np.take(scores.reshape(-1), cand + (rows * n_items)[:, None])
+        if rem:
+            vals[cand < 0] = -np.inf
+        sel_items, sel_vals = _select_sorted_candidates(vals, cand, k)
+        bad = np.isinf(sel_vals)  # +inf scores are not recommendable, as in topk
+        sel_items[bad], sel_vals[bad] = -1, np.nan
+        items[rows], top_vals[rows] = sel_items, sel_vals
+    redo = np.flatnonzero(~exact)
+    if len(redo):
+        items[redo], top_vals[redo] = _topk_exact(scores[redo], k)
+    return items, top_vals
+
+
+# ---------------------------------------------------------------------------- peers
+def _factors(artifact: Path) -> tuple[NDArray[np.float32], NDArray[np.float32], Any]:
+    """The ALS factors and the seen-item matrix of the benchmark artifact."""
+    from recsys.pipeline import Pipeline
+
+    pipe = Pipeline.load(artifact)
+    model: Any = pipe.models["als"]
+    users_f = np.ascontiguousarray(model.user_factors, np.float32)
+    items_f = np.ascontiguousarray(model.item_factors, np.float32)
+    return users_f, items_f, pipe.training_matrix()
+
+
+def _bound_once(users_f: NDArray[np.float32], items_f: NDArray[np.float32], threads: int) -> dict:
+    """One timing of the product in model-sized blocks, with BLAS threads and with a pool."""
+    from threadpoolctl import threadpool_limits
+
+    block = max(1, BLOCK_BYTES // (4 * items_f.shape[0]))
+    starts = range(0, users_f.shape[0], block)
+
+    def product(start: int) -> None:
+        users_f[start : start + block] @ items_f.T
+
+    t0 = time.perf_counter()
+    with threadpool_limits(threads, "blas"):
+        for s in starts:
+            product(s)
+    t_blas = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with threadpool_limits(1, "blas"), ThreadPoolExecutor(threads) as pool:
+        list(pool.map(product, starts))
+    t_pool = time.perf_counter() - t0
+    return {"seconds": min(t_blas, t_pool), "blas_threads": t_blas, "thread_pool": t_pool}
+
+
+def _implicit_seconds(
+    users_f: NDArray[np.float32], items_f: NDArray[np.float32], seen: Any, threads: int, k: int
+) -> float:
+    """implicit's batched ``recommend`` of every user on these factors, seen items excluded."""
+    import implicit.cpu.als
+    from threadpoolctl import threadpool_limits
+
+    peer = implicit.cpu.als.AlternatingLeastSquares(factors=items_f.shape[1], num_threads=threads)
+    peer.user_factors, peer.item_factors = users_f, items_f
+    t0 = time.perf_counter()
+    with threadpool_limits(1, "blas"):  # as implicit asks
+        peer.recommend(np.arange(users_f.shape[0]), seen, N=k, filter_already_liked_items=True)
+    return time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------------------- children
+def _child_load(artifact: str) -> dict[str, Any]:
+    from recsys.pipeline import Pipeline
+
+    rss_imports = _status("VmRSS")
+    _reset_peak()
+    pipe = Pipeline.load(Path(artifact))
+    return {
+        "rss_after_imports_bytes": rss_imports,
+        "peak_rss_bytes": _status("VmHWM"),
+        "n_users": len(pipe.user_map),
+    }
+
+
+def _child_job(
+    artifact: str, out: str, chunk: int, engine: str, threads: int, k: int, paired: bool
+) -> dict:
+    import recsys.models.base
+    from recsys.jobs import run_batch
+
+    rss_imports = _status("VmRSS")
+    _reset_peak()
+    t0 = time.perf_counter()
+    result = run_batch(
+        artifact,
+        out,
+        k=k,
+        chunk_size=chunk,
+        engine=engine,  # type: ignore[arg-type]
+        threads=1 if engine == "dask" else threads,
+        dask_workers=2,
+        show_progress=False,
+    )
+    wall = time.perf_counter() - t0
+    peak = _status("VmHWM")
+    out_info: dict[str, Any] = {
+        "engine": engine,
+        "tree": str(Path(recsys.models.base.__file__).resolve().parents[2]),
+        "models_base_topk": (
+            "two-pass grouped" if hasattr(recsys.models.base, "_topk_grouped") else "argpartition"
+        ),
+        "chunk_size": chunk,
+        "threads": threads if engine == "local" else "2 workers x 1",
+        "wall_seconds": round(wall, 3),
+        "recommend_seconds": result.manifest["timings"]["recommend_seconds"],
+        "load_seconds": result.manifest["timings"]["load_seconds"],
+        "users": result.users,
+        "rows": result.rows,
+        "parts": result.parts,
+        "users_per_second": round(result.users / wall, 1),
+        "peak_rss_bytes": peak,
+        "rss_after_imports_bytes": rss_imports,
+        "artifact_loads": result.manifest["artifact_loads"],
+        "part_sha256": [p["sha256"] for p in result.manifest["parts"]],
+    }
+    if paired:
+        # the machine is shared: the bound and implicit are timed right after the job, in
+        # the same process, so the ratios compare runs under the same load
+        users_f, items_f, seen = _factors(Path(artifact))
+        before = _bound_once(users_f, items_f, threads)
+        t_implicit = _implicit_seconds(users_f, items_f, seen, threads, k)
+        after = _bound_once(users_f, items_f, threads)
+        bound = (before["seconds"] + after["seconds"]) / 2
+        scoring = out_info["recommend_seconds"]
+        out_info["paired"] = {
+            "bound_seconds": round(bound, 3),
+            "bound_runs": [before, after],
+            "implicit_seconds": round(t_implicit, 3),
+            "ratio_to_bound": round(scoring / bound, 3),
+            "throughput_over_implicit": round(t_implicit / scoring, 3),
+        }
+    return out_info
+
+
+def _run_child(argv: list[str], tree: Path = ROOT) -> dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", *argv]
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"child {argv} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------- main parts
+def _build_artifact(args: argparse.Namespace, path: Path) -> dict[str, Any]:
+    from threadpoolctl import threadpool_limits
+
+    from recsys.config import load_config
+    from recsys.data import generate_synthetic
+    from recsys.models import ALS, Popular
+    from recsys.pipeline import Pipeline
+    from recsys.types import TrainingData
+
+    t0 = time.perf_counter()
+    ds = generate_synthetic(
+        args.users, args.items, args.interactions, seed=0, with_items=False, with_users=False
+    )
+    data = TrainingData.from_frame(ds.interactions)
+    del ds
+    t_data = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with threadpool_limits(1, "blas"):
+        als = ALS(embedding_dim=64, epochs=args.epochs, num_threads=args.threads)
+        als.fit(data, show_progress=False)
+    t_fit = time.perf_counter() - t0
+    popular = Popular().fit(data, show_progress=False)
+    pipe = Pipeline(load_config(), data.user_map, data.item_map, {"als": als, "popular": popular})
+    pipe.save(path)
+    return {
+        "n_users": data.n_users,
+        "n_items": data.n_items,
+        "n_interactions": data.n_interactions,
+        "data_seconds": round(t_data, 2),
+        "als_fit_seconds": round(t_fit, 2),
+        "als_epochs": args.epochs,
+        "factors": 64,
+    }
+
+
+def _in_process(args: argparse.Namespace, artifact: Path) -> dict[str, Any]:
+    """The bound and the proposed top-k (interleaved, so each ratio compares runs under the
+    same load), and implicit, on the artifact's factors."""
+    import implicit
+    from threadpoolctl import threadpool_limits
+
+    from recsys.models.base import topk
+
+    users_f, items_f, seen = _factors(artifact)
+    n_users, n_items = seen.shape
+    block = max(1, BLOCK_BYTES // (4 * n_items))
+    starts = list(range(0, n_users, block))
+    k, threads = args.k, args.threads
+
+    def scored(start: int) -> NDArray[np.float32]:
+        s = users_f[start : start + block] @ items_f.T
+        rows = seen[start : start + block]
+        r = np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr))
+        s[r, rows.indices] = -np.inf
+        return s
+
+    # the proposed top-k must give exactly the one-pass selection's answer
+    def same(x: tuple[NDArray[Any], ...], y: tuple[NDArray[Any], ...]) -> bool:
+        return all(np.array_equal(a, b, equal_nan=True) for a, b in zip(x, y, strict=True))
+
+    samples = [scored(s) for s in (0, starts[len(starts) // 2], starts[-1])]
+    identical = all(
+        same(proposed_topk(s, k), _topk_exact(s, k)) and same(proposed_topk(s, k), topk(s, k))
+        for s in samples
+    )
+    del samples
+
+    def proposed_blocks() -> None:
+        with threadpool_limits(1, "blas"), ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda s: proposed_topk(scored(s), k), starts))
+
+    _log("bound and proposed top-k, interleaved")
+    bounds, proposed = [], []
+    for _ in range(args.repeats):
+        bounds.append(_bound_once(users_f, items_f, threads))
+        proposed.append(_median_time(proposed_blocks, 1)[0])
+    bound = statistics.median(b["seconds"] for b in bounds)
+    ratios = [p / b["seconds"] for p, b in zip(proposed, bounds, strict=True)]
+    _log("implicit: AlternatingLeastSquares.recommend on every user")
+    t_imp = _implicit_seconds(users_f, items_f, seen, threads, k)
+    return {
+        "block_users": block,
+        "bound": {
+            "seconds": round(bound, 3),
+            "runs": [{key: round(v, 3) for key, v in b.items()} for b in bounds],
+        },
+        "proposed_topk_identical_on_sample_blocks": identical,
+        "proposed_topk": {
+            "seconds": round(statistics.median(proposed), 3),
+            "runs": [round(p, 3) for p in proposed],
+            "users_per_second": round(n_users / statistics.median(proposed), 1),
+            "ratio_to_bound": round(statistics.median(ratios), 3),
+            "ratio_to_bound_runs": [round(r, 3) for r in ratios],
+        },
+        "implicit": {
+            "seconds": round(t_imp, 3),
+            "users_per_second": round(n_users / t_imp, 1),
+            "version": implicit.__version__,
+        },
+    }
+
+
+def _versions() -> dict[str, str]:
+    import dask
+    import distributed
+    import pandas as pd
+    import pyarrow as pa
+    import scipy
+
+    import recsys
+
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "pandas": pd.__version__,
+        "pyarrow": pa.__version__,
+        "dask": dask.__version__,
+        "distributed": distributed.__version__,
+        "recsys": recsys.__version__,
+    }
+
+
+def _machine() -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+        "load_average_at_start": list(os.getloadavg()),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=138_000)
+    parser.add_argument("--items", type=int, default=27_000)
+    parser.add_argument("--interactions", type=int, default=20_000_000)
+    parser.add_argument("--epochs", type=int, default=2, help="ALS sweeps (default 2)")
+    parser.add_argument("--k", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--chunk-sizes", default="2000,20000")
+    parser.add_argument("--repeats", type=int, default=3, help="bound and proposed top-k")
+    parser.add_argument("--implicit-repeats", type=int, default=1)
+    parser.add_argument("--workdir", type=Path, help="keep the artifact and outputs here")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks/results/batch_recommend.json"
+    )
+    parser.add_argument(
+        "--candidate-tree",
+        type=Path,
+        help="another checkout (e.g. with a proposed model-base change) whose local job is "
+        "also run, with the largest chunk size, on the same artifact",
+    )
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.child:
+        kind, *rest = args.child
+        if kind == "load":
+            result = _child_load(rest[0])
+        else:
+            artifact, out, chunk, engine, threads, k, paired = rest
+            result = _child_job(
+                artifact, out, int(chunk), engine, int(threads), int(k), paired == "1"
+            )
+        sys.stdout.write(json.dumps(result) + "\n")
+        return 0
+
+    started = datetime.now(UTC)
+    machine = _machine()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="batch-recommend-"))
+    work.mkdir(parents=True, exist_ok=True)
+    artifact = work / "artifact"
+    try:
+        _log(f"data and ALS: {args.users} users x {args.items} items, {args.interactions} events")
+        data = _build_artifact(args, artifact)
+        gc.collect()
+        measured = _in_process(args, artifact)
+        gc.collect()
+
+        _log("artifact load alone (memory baseline)")
+        load_only = _run_child(["load", str(artifact)])
+        chunks = [int(c) for c in args.chunk_sizes.split(",")]
+
+        def job(
+            out: Path, chunk: int, engine: str, tree: Path = ROOT, paired: bool = False
+        ) -> dict[str, Any]:
+            argv = [str(artifact), str(out), str(chunk), engine, str(args.threads), str(args.k)]
+            return _run_child(["job", *argv, "1" if paired else "0"], tree)
+
+        jobs = []
+        for chunk in chunks:
+            _log(f"job: local engine, chunk {chunk}")
+            paired = chunk == chunks[-1]
+            jobs.append(job(work / f"local-{chunk}.parquet", chunk, "local", paired=paired))
+            if chunk != chunks[-1]:
+                shutil.rmtree(work / f"local-{chunk}.parquet")
+        # Dask with the smaller chunks: many parts keep both workers busy to the end
+        _log(f"job: dask engine, 2-worker LocalCluster, chunk {chunks[0]}")
+        dask_job = job(work / "dask.parquet", chunks[0], "dask")
+        candidate = None
+        if args.candidate_tree:
+            _log(f"job: local engine, chunk {chunks[-1]}, tree {args.candidate_tree}")
+            out = work / "candidate.parquet"
+            candidate = job(out, chunks[-1], "local", args.candidate_tree.resolve(), paired=True)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+    main_job = jobs[-1]  # the largest chunk size, timed with its paired bound and implicit
+    by_chunk = {j["chunk_size"]: list(j["part_sha256"]) for j in jobs}
+    for job in [*jobs, dask_job, *([candidate] if candidate else [])]:
+        job["identical_to_local"] = job["part_sha256"] == by_chunk.get(job["chunk_size"])
+        job["parts_sha256_digest"] = hashlib.sha256(
+            "".join(job.pop("part_sha256")).encode()
+        ).hexdigest()
+        job["peak_over_load_only_bytes"] = job["peak_rss_bytes"] - load_only["peak_rss_bytes"]
+    local_for_dask = next(j for j in jobs if j["chunk_size"] == dask_job["chunk_size"])
+
+    def verdict(job: dict[str, Any]) -> dict[str, Any]:
+        paired = job["paired"]
+        return {
+            "tree": job["tree"],
+            "models_base_topk": job["models_base_topk"],
+            "recommend_seconds": job["recommend_seconds"],
+            "users_per_second_scoring": round(job["users"] / job["recommend_seconds"], 1),
+            "users_per_second_wall": job["users_per_second"],
+            "bound_seconds_paired": paired["bound_seconds"],
+            "ratio_to_bound": paired["ratio_to_bound"],
+            "implicit_seconds_paired": paired["implicit_seconds"],
+            "throughput_over_implicit": paired["throughput_over_implicit"],
+            "target_within_2x_of_bound": paired["ratio_to_bound"] <= 2.0,
+            "target_throughput_at_least_implicit": paired["throughput_over_implicit"] >= 1.0,
+            "identical_to_local": job["identical_to_local"],
+        }
+
+    summary: dict[str, Any] = {
+        "job": verdict(main_job),
+        "proposed_topk_kernel_ratio_to_bound": measured["proposed_topk"]["ratio_to_bound"],
+        "dask": {
+            "chunk_size": dask_job["chunk_size"],
+            "wall_seconds": dask_job["wall_seconds"],
+            "local_wall_seconds": local_for_dask["wall_seconds"],
+            "overhead_ratio": round(dask_job["wall_seconds"] / local_for_dask["wall_seconds"], 3),
+            "overhead_seconds": round(dask_job["wall_seconds"] - local_for_dask["wall_seconds"], 2),
+            "identical_to_local": dask_job["identical_to_local"],
+        },
+        "peak_rss_bytes_by_chunk_size": {str(j["chunk_size"]): j["peak_rss_bytes"] for j in jobs},
+        "load_only_peak_rss_bytes": load_only["peak_rss_bytes"],
+    }
+    if candidate:
+        summary["candidate_tree_job"] = verdict(candidate)
+    result = {
+        "benchmark": "batch_recommend",
+        "date": started.isoformat(timespec="seconds"),
+        "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
+        "threads": args.threads,
+        "k": args.k,
+        "machine": machine,
+        "versions": _versions(),
+        "data": data,
+        "summary": summary,
+        **measured,
+        "load_only": load_only,
+        "jobs_local": jobs,
+        "job_dask": dask_job,
+        "job_candidate_tree": candidate,
+        "elapsed_seconds": round((datetime.now(UTC) - started).total_seconds(), 1),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    _log(f"wrote {args.out}")
+    sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
