@@ -186,6 +186,49 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return run_recommend_job(args)
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    """Write every component's score of user-item pairs to a parquet or CSV file."""
+    from recsys.pipeline import Pipeline
+
+    pipe = Pipeline.load(args.artifact)
+    pairs = _read_table(args.pairs)
+    missing = [c for c in ("user_id", "item_id") if c not in pairs.columns]
+    if missing:
+        raise DataError(
+            f"{args.pairs}: missing column(s) {', '.join(missing)} "
+            f"(found: {', '.join(map(str, pairs.columns))})"
+        )
+    if pairs[["user_id", "item_id"]].isna().any().any():
+        rows = np.flatnonzero(pairs[["user_id", "item_id"]].isna().any(axis=1).to_numpy())
+        raise DataError(
+            f"{args.pairs}: {len(rows)} rows have a missing user_id or item_id, e.g. rows "
+            f"{rows[:5].tolist()}"
+        )
+    users = _coerce_ids(pairs["user_id"], pipe.user_map.ids)
+    items = _coerce_ids(pairs["item_id"], pipe.item_map.ids)
+    t0 = time.perf_counter()
+    scores = pipe.score_pairs(users, items)
+    _write(scores, args.out)
+    logger.info(
+        "scored %d pairs with %s in %.2fs -> %s",
+        len(scores),
+        ",".join(pipe.components),
+        time.perf_counter() - t0,
+        args.out,
+    )
+    return 0
+
+
+def _coerce_ids(values: pd.Series, vocab: np.ndarray) -> np.ndarray:
+    """Match the id type of a users file to the artifact's vocabulary (CSV gives strings)."""
+    arr = values.to_numpy()
+    if vocab.dtype.kind in "iu" and arr.dtype.kind not in "iu":
+        as_num = pd.to_numeric(values, errors="coerce")
+        if as_num.notna().all() and (as_num % 1 == 0).all():
+            return as_num.astype(np.int64).to_numpy()
+    return arr
+
+
 def cmd_datasets(args: argparse.Namespace) -> int:
     """Dataset utilities: list, export, fetch, split, synth."""
     from recsys import data as D
@@ -311,6 +354,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="write the metrics as JSON")
     p.add_argument("--on-bad-rows", choices=["fail", "drop"], default=None)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "score",
+        help="score user-item pairs with every component",
+        description="Writes user_id, item_id and one column per component: svdpp the "
+        "predicted rating, deepfm/din the click probability, hybrid the ranker's score, the "
+        "others their ranking score; NaN for unknown ids (parquet, or CSV by extension).",
+    )
+    p.add_argument("--artifact", type=Path, required=True)
+    p.add_argument("--pairs", type=Path, required=True, help="file with user_id, item_id")
+    p.add_argument("--out", type=Path, required=True, help="output .parquet or .csv")
+    p.set_defaults(func=cmd_score)
 
     from recsys.jobs.cli import add_recommend_arguments
 

@@ -20,7 +20,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from recsys.artifacts import fingerprint_frame, verify_artifact, write_artifact
 from recsys.config import RecsysConfig, load_config
-from recsys.errors import ArtifactError, ConfigError
+from recsys.errors import ArtifactError, ConfigError, DataError
 from recsys.models import BaseRecommender, get_model_class
 from recsys.types import IdMap, TrainingData
 
@@ -209,6 +209,41 @@ class Pipeline:
         idx = self.user_map.to_index(ids)
         items, scores = m.recommend(idx, k, exclude_seen=exclude_seen)
         return self._to_frame(ids, items, scores, np.where(idx >= 0, name, COLD_START_SOURCE))
+
+    def score_pairs(self, user_ids: ArrayLike, item_ids: ArrayLike) -> pd.DataFrame:
+        """Every component's score of given user-item pairs.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``user_id``, ``item_id`` and one float column per component, named after it:
+            ``svdpp`` holds the predicted rating (``predict_rating``), ``deepfm``/``din``
+            the click probability, ``hybrid`` the ranker's score, the others their
+            ranking score. NaN for unknown users or items (and, for ``svdpp``, a
+            bias-only rating falls back as ``predict_rating`` documents, only when both
+            ids are known).
+        """
+        users = np.atleast_1d(np.asarray(user_ids))
+        items = np.atleast_1d(np.asarray(item_ids))
+        if users.shape != items.shape:
+            raise DataError(
+                f"score_pairs: {users.shape[0]} user ids and {items.shape[0]} item ids; give "
+                "one of each per pair"
+            )
+        u = self.user_map.to_index(users)
+        i = self.item_map.to_index(items)
+        both = (u >= 0) & (i >= 0)
+        out: dict[str, Any] = {"user_id": users, "item_id": items}
+        for name in self.components:
+            model = self.models[name]
+            col = np.full(len(u), np.nan, np.float64)
+            if both.any():
+                if hasattr(model, "predict_rating"):
+                    col[both] = model.predict_rating(u[both], i[both])
+                else:
+                    col[both] = model.score(u[both], i[both])
+            out[name] = col
+        return pd.DataFrame(out)
 
     def history_of(self, user_id: Any) -> NDArray[Any]:
         """External ids of the items a known user interacted with in training (empty if unknown)."""

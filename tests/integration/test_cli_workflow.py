@@ -240,3 +240,34 @@ def test_tune_writes_a_config_that_train_accepts(workdir: Path, tmp_path: Path) 
     assert (
         f"n_neighbors = {tuned['n_neighbors']}" in written
     )  # the tuned values reached the artifact
+
+
+def test_score_writes_every_component_with_svdpp_ratings(workdir: Path, tmp_path: Path) -> None:
+    art = tmp_path / "scored"
+    recsys(
+        "train",
+        "--interactions",
+        workdir / "data" / "train.parquet",
+        "--models",
+        "svdpp,itemknn",
+        "--out",
+        art,
+    )
+    train = pd.read_parquet(workdir / "data" / "train.parquet")
+    pairs = tmp_path / "pairs.csv"
+    pd.DataFrame(
+        {
+            "user_id": [train["user_id"].iloc[0], train["user_id"].iloc[1], "nobody"],
+            "item_id": [
+                train["item_id"].iloc[5],
+                train["item_id"].iloc[0],
+                train["item_id"].iloc[0],
+            ],
+        }
+    ).to_csv(pairs, index=False)
+    out = tmp_path / "scores.csv"
+    recsys("score", "--artifact", art, "--pairs", pairs, "--out", out)
+    scores = pd.read_csv(out)
+    assert list(scores.columns) == ["user_id", "item_id", "svdpp", "itemknn"]
+    assert scores["svdpp"].iloc[:2].between(1.0, 5.0).all()  # predicted ratings on the scale
+    assert scores.iloc[2][["svdpp", "itemknn"]].isna().all()  # unknown user: NaN, not an error
