@@ -69,7 +69,6 @@ from numpy.typing import NDArray
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK_BYTES = 64 * 1024 * 1024  # recsys.models.base scores blocks of this many bytes
-GROUP = 8  # columns per group of the proposed top-k
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -102,104 +101,11 @@ def _log(msg: str) -> None:
     sys.stderr.flush()
 
 
-# ---------------------------------------------------------------------------- proposed top-k
-def _topk_exact(scores: NDArray[np.float32], k: int) -> tuple[NDArray[np.int64], NDArray[Any]]:
-    """The current ``recsys.models.base.topk`` with a flat ``nonzero`` (same output)."""
-    n, n_items = scores.shape
-    kk = min(k, n_items)
-    if n == 0 or kk == 0:
-        return np.full((n, k), -1, np.int64), np.full((n, k), np.nan, np.float32)
-    part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-    thr = np.take_along_axis(scores, part, axis=1).min(axis=1, keepdims=True)
-    above = scores > thr
-    need = kk - above.sum(axis=1, keepdims=True)
-    tie = scores == thr
-    chosen = above | (tie & (np.cumsum(tie, axis=1) <= need))
-    cols = (np.flatnonzero(chosen) % n_items).reshape(n, kk)
-    vals = np.take_along_axis(scores, cols, axis=1)
-    order = np.lexsort((cols, -vals), axis=1)
-    items = np.take_along_axis(cols, order, axis=1).astype(np.int64)
-    vals = np.take_along_axis(vals, order, axis=1).astype(np.float32)
-    bad = ~np.isfinite(vals)
-    items[bad] = -1
-    vals[bad] = np.nan
-    if kk < k:
-        items = np.pad(items, ((0, 0), (0, k - kk)), constant_values=-1)
-        vals = np.pad(vals, ((0, 0), (0, k - kk)), constant_values=np.nan)
-    return items, vals
-
-
-def _select_sorted_candidates(
-    vals: NDArray[np.float32], cols: NDArray[np.int64], k: int
-) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
-    """Top-``k`` of candidate rows by ``(score desc, item asc)``, one int64 key per entry.
-
-    The float32 score maps to an order-preserving int32 (negative values get their low
-    31 bits flipped) in the high half of the key and ``~item`` in the low half, so keys
-    are unique and a plain ``partition`` + ``sort`` of int64 gives the exact order that
-    ``topk`` defines, ties to the lower item, without tie bookkeeping.
-    """
-    m = vals.shape[1]
-    bits = (vals + np.float32(0.0)).view(np.int32)  # -0.0 -> +0.0: equal scores tie
-    ordered = bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))
-    low = np.int64(0xFFFFFFFF)
-    keys = (ordered.astype(np.int64) << 32) | (low - cols)
-    top = np.partition(keys, m - k, axis=1)[:, m - k :]
-    top.sort(axis=1)
-    top = top[:, ::-1]
-    items = low - (top & low)
-    high = (top >> 32).astype(np.int32)
-    scores = (high ^ ((high >> 31) & np.int32(0x7FFFFFFF))).view(np.float32)
-    return items, scores
-
-
-def proposed_topk(scores: NDArray[np.float32], k: int) -> tuple[NDArray[np.int64], NDArray[Any]]:
-    """Row-wise top-``k`` in two passes; output identical to ``recsys.models.base.topk``.
-
-    The columns are cut into groups of ``GROUP`` (group ``j`` = columns ``j, j + G, ...``,
-    so the group maxima are an element-wise max of contiguous slices: one vectorised
-    read of the block). The ``k`` groups with the largest maxima hold every item scoring
-    at least the ``k``-th best score (``k`` groups each hold an item scoring at least the
-    ``k``-th largest maximum), so the exact selection runs on their ``k * GROUP``
-    columns only (:func:`_select_sorted_candidates`). Rows where another group ties the
-    ``k``-th maximum, or with NaN or too few finite scores, are recomputed by the exact
-    path. Blocks narrower than ``GROUP * max(4 k, GROUP)`` use the exact path directly.
-    """
-    n, n_items = scores.shape
-    if not (n and k >= 1 and n_items // GROUP >= max(4 * k, GROUP)):
-        return _topk_exact(scores, k)
-    g, n_groups = GROUP, n_items // GROUP
-    rem = n_items - n_groups * g
-    maxima = scores[:, : n_groups * g].reshape(n, g, n_groups).max(axis=1)
-    if rem:
-        np.maximum(maxima[:, :rem], scores[:, n_groups * g :], out=maxima[:, :rem])
-    thr = np.partition(maxima, n_groups - k, axis=1)[:, n_groups - k, None]
-    reach = maxima >= thr
-    # exact unless another group ties the k-th largest maximum or it is -inf; NaN sorts
-    # last in partition, so a row with NaN has fewer than k groups reaching thr (or a
-    # NaN thr) and is redone too
-    exact = (np.count_nonzero(reach, axis=1) == k) & np.isfinite(thr[:, 0])
-    rows = np.flatnonzero(exact)
-    items = np.empty((n, k), np.int64)
-    top_vals = np.empty((n, k), np.float32)
-    if len(rows):
-        hits = np.flatnonzero(reach if len(rows) == n else reach[rows])
-        groups = (hits % n_groups).reshape(len(rows), 1, k)
-        cand = (groups + n_groups * np.arange(g)[:, None]).reshape(len(rows), g * k)
-        if rem:  # the last columns joined groups 0..rem-1; -1: no such column
-            extra = groups[:, 0, :] + n_groups * g
-            cand = np.concatenate([cand, np.where(extra < n_items, extra, -1)], axis=1)
-        vals = np.take(scores.reshape(-1), cand + (rows * n_items)[:, None])
-        if rem:
-            vals[cand < 0] = -np.inf
-        sel_items, sel_vals = _select_sorted_candidates(vals, cand, k)
-        bad = np.isinf(sel_vals)  # +inf scores are not recommendable, as in topk
-        sel_items[bad], sel_vals[bad] = -1, np.nan
-        items[rows], top_vals[rows] = sel_items, sel_vals
-    redo = np.flatnonzero(~exact)
-    if len(redo):
-        items[redo], top_vals[redo] = _topk_exact(scores[redo], k)
-    return items, top_vals
+# ---------------------------------------------------------------------------- top-k kernels
+# The two-pass grouped top-k now lives in the model base (recsys.models.base.topk); the
+# benchmark times that kernel against the one-pass selection and the bare product.
+from recsys.models.base import _topk_exact  # noqa: E402
+from recsys.models.base import topk as proposed_topk  # noqa: E402
 
 
 # ---------------------------------------------------------------------------- peers
