@@ -6,6 +6,7 @@ all three call :meth:`Pipeline.recommend`.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import time
@@ -142,7 +143,11 @@ class Pipeline:
                 params.setdefault("device", config.training.device)
             logger.info("training component=%s params=%s", name, params)
             t0 = time.perf_counter()
-            fitted[name] = model_cls(**params).fit(data, show_progress=show_progress)
+            fit_kwargs: dict[str, Any] = {}
+            if "documents" in inspect.signature(model_cls.fit).parameters:
+                # content models read the feature store's item documents (KG tokens included)
+                fit_kwargs["documents"] = features.item_documents()
+            fitted[name] = model_cls(**params).fit(data, show_progress=show_progress, **fit_kwargs)
             timings[name] = time.perf_counter() - t0
         manifest = {
             "data_fingerprint": fingerprint_frame(interactions),
