@@ -34,6 +34,9 @@ examples:
   recsys evaluate --artifact model/ --test data/test.parquet --k 10,20 --json metrics.json
   recsys recommend --artifact model/ --all-users --k 10 --out recs.parquet
   recsys evaluate --recs recs.parquet --test data/test.parquet --train data/train.parquet
+  recsys evaluate --artifact model/ --test data/test.parquet --html report.html
+  recsys score --artifact model/ --pairs pairs.csv --out scores.parquet
+  recsys finetune --artifact model/ --interactions new.parquet --out model-v2/
 """
 
 
@@ -148,26 +151,53 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from recsys.eval import evaluate_recommendations, format_table
 
     test = read_interactions(args.test, on_bad_rows=args.on_bad_rows or "fail")
+    # the HTML report's recall@k curves need more cut-offs than the table shows
+    ks = tuple(sorted(set(args.k) | ({1, 5, 10, 20, 50} if args.html else set())))
+    extras: dict[str, Any] = {}
     if args.artifact:
+        from recsys.eval.report import pipeline_extras
         from recsys.pipeline import Pipeline
 
         pipe = Pipeline.load(args.artifact)
-        table = pipe.evaluate(test, ks=args.k, models=_names(args.models) if args.models else None)
+        full = pipe.evaluate(test, ks=ks, models=_names(args.models) if args.models else None)
+        table = full[_columns_at(full.columns, args.k)]
         results: dict[str, Any] = {
             str(name): {str(k): float(v) for k, v in row.items()} for name, row in table.iterrows()
         }
         print(format_table(table))
-        flat = {**results[pipe.primary], "models": results}
+        primary = pipe.primary if pipe.primary in results else next(iter(results))
+        flat = {**results[primary], "models": results}
+        extras = pipeline_extras(pipe)
+        extras["info"] = {"artifact": str(args.artifact), "test": str(args.test), **extras["info"]}
     else:
         recs = _read_table(args.recs) if args.recs.suffix != ".csv" else pd.read_csv(args.recs)
         train = read_interactions(args.train) if args.train else None
-        flat = evaluate_recommendations(recs, test, train, ks=args.k)
+        all_metrics = evaluate_recommendations(recs, test, train, ks=ks)
+        keep = set(_columns_at(list(all_metrics), args.k))
+        flat = {k: v for k, v in all_metrics.items() if k in keep}
+        full = pd.DataFrame.from_dict({args.recs.name: all_metrics}, orient="index")
         print(format_table({args.recs.name: flat}))
+        extras = {"info": {"recommendations": str(args.recs), "test": str(args.test)}}
+    if args.html:
+        from recsys.eval.report import write_report
+
+        write_report(args.html, full, title="recsys evaluation", ks=args.k, **extras)
+        logger.info("wrote report -> %s", args.html)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(_json_safe(flat), indent=2, sort_keys=True) + "\n")
         logger.info("wrote metrics -> %s", args.json)
     return 0
+
+
+def _columns_at(columns: Any, ks: Sequence[int]) -> list[str]:
+    """Metric columns at the cut-offs ``ks`` (and every column without one)."""
+    out = []
+    for c in columns:
+        name, _, cut = str(c).rpartition("@")
+        if not name or not cut.isdigit() or int(cut) in ks:
+            out.append(str(c))
+    return out
 
 
 def _json_safe(value: Any) -> Any:
@@ -352,6 +382,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=_parse_ks, default=(10,), help="cut-offs, e.g. 10,20 (default 10)")
     p.add_argument("--models", help="with --artifact: only these components")
     p.add_argument("--json", type=Path, help="write the metrics as JSON")
+    p.add_argument(
+        "--html",
+        type=Path,
+        help="also write a self-contained HTML report (metrics, recall@k curves, coverage "
+        "and popularity bias, ranker and training curves)",
+    )
     p.add_argument("--on-bad-rows", choices=["fail", "drop"], default=None)
     p.set_defaults(func=cmd_evaluate)
 
@@ -427,6 +463,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--out", type=Path, required=True, help="config file to write (.toml/.json)")
     p.set_defaults(func=cmd_tune)
+
+    from recsys.finetune import add_finetune_parser
+
+    add_finetune_parser(sub)
 
     from recsys.serving.cli import add_serve_parser
 

@@ -1,12 +1,20 @@
 """The pipeline: fit every configured component on one training set, recommend, save/load.
 
 One artifact, trained once, serves the batch job, the online API and offline evaluation;
-all three call :meth:`Pipeline.recommend`.
+all three call :meth:`Pipeline.recommend` (or its index form
+:meth:`Pipeline.recommend_indices`).
+
+With ``[pipeline] hybrid = true`` (the default) the artifact is the two-stage engine:
+every configured component, the retrieval stage (FAISS indexes over the embedding models'
+item vectors, co-visitation counts: ``index/``) and the hybrid ranker (``ranker/``) of
+:class:`recsys.ranking.HybridRecommender`, which is the pipeline's default answer under the
+component name ``hybrid``. Each component stays available on its own (``model=<name>``),
+and ``model="blend"`` ranks the same candidates with the reciprocal-rank blend (the
+baseline the learned ranker is measured against).
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import time
@@ -22,32 +30,57 @@ from numpy.typing import ArrayLike, NDArray
 from recsys.artifacts import fingerprint_frame, verify_artifact, write_artifact
 from recsys.config import RecsysConfig, load_config
 from recsys.errors import ArtifactError, ConfigError, DataError
-from recsys.models import BaseRecommender, get_model_class
+from recsys.models import get_model_class
 from recsys.types import IdMap, TrainingData
 
-__all__ = ["RECOMMENDATION_COLUMNS", "Pipeline"]
+__all__ = ["BLEND", "HYBRID", "RECOMMENDATION_COLUMNS", "Pipeline"]
 
 logger = logging.getLogger(__name__)
 
 #: Columns of every recommendation file and frame (the file contract).
 RECOMMENDATION_COLUMNS = ["user_id", "item_id", "rank", "score", "sources"]
 COLD_START_SOURCE = "popular"
+#: Component name of the two-stage hybrid, and of its rank-blend baseline.
+HYBRID = "hybrid"
+BLEND = "blend"
+
+
+class _BlendView:
+    """The hybrid's candidates ranked by the reciprocal-rank blend (its baseline), as a model."""
+
+    name = BLEND
+
+    def __init__(self, hybrid: Any) -> None:
+        self.hybrid = hybrid
+
+    def recommend(
+        self, user_idx: ArrayLike, k: int = 10, *, exclude_seen: bool = True
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        items, scores, _ = self.hybrid.recommend_lists(
+            user_idx, k, exclude_seen=exclude_seen, learned=False
+        )
+        return items, scores
 
 
 class Pipeline:
     """A trained set of components over one user/item vocabulary.
 
-    Build with :meth:`fit` or :meth:`load`. ``recommend`` uses the primary component (the
-    first configured retriever) for known users and popularity for unknown users; pass
-    ``model=`` to use one component.
+    Build with :meth:`fit` or :meth:`load`. ``recommend`` uses the primary component for
+    known users and popularity for unknown users; pass ``model=`` to use one component.
+    The primary is ``"hybrid"`` when the artifact has the hybrid ranker (the default
+    configuration), else the first configured retriever.
 
     Stability: provisional
 
     Examples
     --------
     >>> from recsys.data import load_dataset
+    >>> from recsys.config import load_config
     >>> data = load_dataset("ml-100k")
-    >>> pipe = Pipeline.fit(data.interactions, items=data.items, show_progress=False)
+    >>> cfg = load_config(pipeline={"retrievers": ["itemknn", "popular"], "rankers": [],
+    ...                             "hybrid": False})
+    >>> pipe = Pipeline.fit(data.interactions, items=data.items, config=cfg,
+    ...                     show_progress=False)
     >>> recs = pipe.recommend([196, 186], k=5)
     >>> list(recs.columns)
     ['user_id', 'item_id', 'rank', 'score', 'sources']
@@ -58,7 +91,7 @@ class Pipeline:
         config: RecsysConfig,
         user_map: IdMap,
         item_map: IdMap,
-        models: dict[str, BaseRecommender],
+        models: dict[str, Any],
         *,
         components: Sequence[str] | None = None,
         features: Any | None = None,
@@ -82,8 +115,13 @@ class Pipeline:
 
     @property
     def primary(self) -> str:
-        """The component that answers known users by default."""
+        """The component that answers known users by default (``"hybrid"`` when present)."""
         return self.components[0]
+
+    @property
+    def hybrid(self) -> Any | None:
+        """The :class:`~recsys.ranking.HybridRecommender`, when the artifact has one."""
+        return self.models.get(HYBRID)
 
     @property
     def version(self) -> str:
@@ -104,7 +142,7 @@ class Pipeline:
         models: Sequence[str] | None = None,
         show_progress: bool = True,
     ) -> Pipeline:
-        """Train the feature store and every component on validated interactions.
+        """Train the feature store, every component and (by default) the hybrid.
 
         Parameters
         ----------
@@ -113,67 +151,108 @@ class Pipeline:
         items, users, item_relations
             Optional item catalogue, user attributes and item knowledge-graph triples.
         config
-            The configuration; default: :func:`recsys.config.load_config` defaults.
+            The configuration; default: :func:`recsys.config.load_config` defaults (the
+            full hybrid pipeline).
         models
             Train only these components (CLI ``--models``), in this order; the first is
-            the primary. Default: every component of the config.
+            the primary. Name ``"hybrid"`` among them to also train the hybrid over the
+            others. Default: the whole pipeline of the config.
+
+        Notes
+        -----
+        Without explicit ``models``, a component that cannot be trained on this data is
+        left out with a warning and recorded in the manifest (``skipped_components``):
+        ``svdpp`` when the interactions have no ratings, ``doc2vec`` when no item has a
+        document (no items file). Named explicitly, such a component fails instead.
         """
+        from recsys.features import FeatureStore
+        from recsys.ranking.components import fit_components
+
         config = config or load_config()
+        explicit = bool(models)
         names = list(models) if models else config.components()
+        with_hybrid = HYBRID in names if explicit else config.pipeline.hybrid
+        names = [n for n in names if n != HYBRID]
+        if not names:
+            raise ConfigError("the pipeline needs at least one component besides 'hybrid'")
         for name in names:
             get_model_class(name)  # unknown names fail before any work
+        if with_hybrid and COLD_START_SOURCE not in names:
+            names.append(COLD_START_SOURCE)  # the hybrid's cold-start answer
         data = TrainingData.from_frame(interactions, items=items, users=users)
-        from recsys.features import FeatureStore
-
         t0 = time.perf_counter()
         features = FeatureStore.build(
             interactions,
             items=items,
             users=users,
             item_relations=item_relations,
-            sequence_length=config.data.sequence_length,
+            sequence_length=max(config.data.sequence_length, config.retrieval.recent_items),
             show_progress=show_progress,
         )
-        timings = {"features": time.perf_counter() - t0}
-        fitted: dict[str, BaseRecommender] = {}
-        for name in names:
-            model_cls = get_model_class(name)
-            params = config.model_params(name)
-            if "device" in model_cls.Config.model_fields:
-                params.setdefault("device", config.training.device)
-            logger.info("training component=%s params=%s", name, params)
+        timings: dict[str, float] = {"features": time.perf_counter() - t0}
+        skipped = _unavailable(names, data, features) if not explicit else {}
+        for name, reason in skipped.items():
+            logger.warning("skipping component=%s: %s", name, reason)
+        names = [n for n in names if n not in skipped]
+        metrics: dict[str, Any] = {}
+        fitted: dict[str, Any]
+        if with_hybrid:
+            from recsys.ranking import HybridRecommender
+
             t0 = time.perf_counter()
-            fit_kwargs: dict[str, Any] = {}
-            if "documents" in inspect.signature(model_cls.fit).parameters:
-                # content models read the feature store's item documents (KG tokens included)
-                fit_kwargs["documents"] = features.item_documents()
-            fitted[name] = model_cls(**params).fit(data, show_progress=show_progress, **fit_kwargs)
-            timings[name] = time.perf_counter() - t0
+            hybrid = HybridRecommender(config, names).fit(
+                data, show_progress=show_progress, features=features, skip_unrated=not explicit
+            )
+            timings[HYBRID] = time.perf_counter() - t0
+            timings.update(hybrid.fit_seconds_)
+            skipped.update(hybrid.skipped_)
+            fitted = {HYBRID: hybrid, **hybrid.components}
+            metrics["ranker"] = hybrid.training_metrics_
+            component_names = [HYBRID, *hybrid.components]
+        else:
+            fitted, seconds, more = fit_components(
+                names,
+                data,
+                config,
+                store=features,
+                show_progress=show_progress,
+                skip_unrated=not explicit,
+            )
+            timings.update(seconds)
+            skipped.update(more)
+            component_names = list(fitted)
+        if not component_names:
+            raise DataError("no component could be trained on this data: " + json.dumps(skipped))
+        metrics["fit_seconds"] = timings
         manifest = {
             "data_fingerprint": fingerprint_frame(interactions),
-            "metrics": {"fit_seconds": timings},
+            "metrics": metrics,
             "data": {
                 "n_users": data.n_users,
                 "n_items": data.n_items,
                 "n_interactions": data.n_interactions,
             },
+            "skipped_components": skipped,
         }
         return cls(
             config,
             data.user_map,
             data.item_map,
             fitted,
-            components=names,
+            components=component_names,
             features=features,
             manifest=manifest,
         )
 
     # ------------------------------------------------------------------ recommending
-    def _model(self, name: str | None) -> tuple[str, BaseRecommender]:
+    def _model(self, name: str | None) -> tuple[str, Any]:
         name = name or self.primary
+        if name == BLEND and self.hybrid is not None:
+            return BLEND, _BlendView(self.hybrid)
         if name not in self.models:
+            available = self.components + ([BLEND] if self.hybrid is not None else [])
             raise ConfigError(
-                f"component {name!r} is not in this artifact; it has: {', '.join(self.components)}"
+                f"component {name!r} is not in this artifact; it has: {', '.join(available)}"
             )
         return name, self.models[name]
 
@@ -189,6 +268,34 @@ class Pipeline:
         _, m = self._model(model)
         return m.recommend(user_idx, k, exclude_seen=exclude_seen)
 
+    def recommend_lists(
+        self,
+        user_idx: ArrayLike,
+        k: int = 10,
+        *,
+        model: str | None = None,
+        exclude_seen: bool = True,
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32], NDArray[Any]]:
+        """:meth:`recommend_indices` plus the ``sources`` of every item, ``(n, k)`` object.
+
+        For the hybrid, an item's sources are the candidate sources that proposed it
+        (``"covisit|itemknn@recent"``); for one component, its name (``"popular"`` for
+        unknown users); ``None`` pads.
+        """
+        name, m = self._model(model)
+        if name in (HYBRID, BLEND):
+            return self.models[HYBRID].recommend_lists(  # type: ignore[no-any-return]
+                user_idx, k, exclude_seen=exclude_seen, learned=name == HYBRID
+            )
+        users = np.atleast_1d(np.asarray(user_idx, dtype=np.int64))
+        items, scores = m.recommend(users, k, exclude_seen=exclude_seen)
+        known = (users >= 0) & (users < len(self.user_map))
+        per_row = np.where(known, name, COLD_START_SOURCE).astype(object)
+        sources = np.full(items.shape, None, dtype=object)
+        valid = items >= 0
+        sources[valid] = np.broadcast_to(per_row[:, None], items.shape)[valid]
+        return items, scores, sources
+
     def recommend(
         self,
         user_ids: ArrayLike,
@@ -199,21 +306,67 @@ class Pipeline:
     ) -> pd.DataFrame:
         """Top-``k`` recommendations for external user ids, as a long frame.
 
+        Parameters
+        ----------
+        user_ids
+            External ids; unknown ones get the cold-start answer.
+        k
+            Items per user.
+        model
+            ``None``: the full pipeline (the hybrid when the artifact has one);
+            ``"hybrid"``, ``"blend"`` or a component name.
+        exclude_seen
+            Leave each user's training items out.
+
         Returns
         -------
         pandas.DataFrame
             Columns ``user_id``, ``item_id`` (ids as given), ``rank`` (1..k), ``score``,
             ``sources``; users in input order, ``k`` rows each (fewer only when the
             catalogue has fewer eligible items). Unknown users get the popularity list
-            with ``sources == "popular"``.
+            with ``sources == "popular"``; hybrid items carry the sources that proposed
+            them, ``|``-separated.
         """
         if k < 1:
             raise ConfigError(f"k must be >= 1, got {k}")
-        name, m = self._model(model)
         ids = np.atleast_1d(np.asarray(user_ids))
         idx = self.user_map.to_index(ids)
-        items, scores = m.recommend(idx, k, exclude_seen=exclude_seen)
-        return self._to_frame(ids, items, scores, np.where(idx >= 0, name, COLD_START_SOURCE))
+        items, scores, sources = self.recommend_lists(
+            idx, k, model=model, exclude_seen=exclude_seen
+        )
+        return self._to_frame(ids, items, scores, sources)
+
+    def explain(
+        self, user_ids: ArrayLike, k: int = 10, *, exclude_seen: bool = True
+    ) -> pd.DataFrame:
+        """The hybrid's recommendations with what drove each item.
+
+        Returns
+        -------
+        pandas.DataFrame
+            The columns of :meth:`recommend`, then ``blend`` (the reciprocal-rank blend
+            score) and every ranker feature: ``score:<component>`` (each component's
+            score), ``rank:<component>``, ``rank@<source>`` (rank in each candidate
+            source, missing when it did not propose the item), popularity, recency and
+            content features.
+
+        Raises
+        ------
+        ConfigError
+            If the artifact has no hybrid ranker.
+        """
+        if self.hybrid is None:
+            raise ConfigError("explain needs the hybrid ranker; this artifact has none")
+        ids = np.atleast_1d(np.asarray(user_ids))
+        idx = self.user_map.to_index(ids)
+        out = self.hybrid.explain(idx, k, exclude_seen=exclude_seen)
+        frame = self._to_frame(ids, out["items"], out["scores"], out["sources"])
+        valid = out["items"] >= 0
+        extra = {"blend": out["blend"][valid]}
+        feats = out["features"][valid]
+        for j, name in enumerate(out["feature_names"]):
+            extra[name] = feats[:, j]
+        return pd.concat([frame, pd.DataFrame(extra)], axis=1)
 
     def score_pairs(self, user_ids: ArrayLike, item_ids: ArrayLike) -> pd.DataFrame:
         """Every component's score of given user-item pairs.
@@ -260,21 +413,44 @@ class Pipeline:
 
     def training_matrix(self) -> sp.csr_matrix:
         """The binary ``(n_users, n_items)`` training matrix (the seen items)."""
-        seen = next(iter(self.models.values())).user_items_
-        assert seen is not None
-        return seen
+        for name in self.components:
+            seen = getattr(self.models[name], "user_items_", None)
+            if seen is not None:
+                return sp.csr_matrix(seen)
+        hybrid = self.hybrid
+        if hybrid is not None and hybrid.seen_ is not None:
+            return sp.csr_matrix(hybrid.seen_)
+        raise ConfigError("no component of this pipeline holds the training matrix")
 
     def histories_matrix(self, histories: Sequence[Sequence[Any]]) -> sp.csr_matrix:
         """A binary ``(len(histories), n_items)`` matrix of item-id lists; unknown ids skipped."""
+        return self._histories(histories, ordered=False)
+
+    def _histories(self, histories: Sequence[Sequence[Any]], *, ordered: bool) -> sp.csr_matrix:
+        """History rows; with ``ordered``, values are positions (1 = oldest, larger = later)."""
         lengths = [len(h) for h in histories]
-        flat = np.concatenate([np.asarray(h, dtype=self.item_map.ids.dtype) for h in histories])
+        n_items = len(self.item_map)
+        flat = np.concatenate(
+            [np.asarray(h, dtype=self.item_map.ids.dtype) for h in histories]
+            or [np.empty(0, self.item_map.ids.dtype)]
+        )
         cols = self.item_map.to_index(flat) if len(flat) else np.empty(0, np.int64)
         rows = np.repeat(np.arange(len(histories)), lengths)
         ok = cols >= 0
-        m = sp.csr_matrix(
-            (np.ones(int(ok.sum()), np.float32), (rows[ok], cols[ok])),
-            shape=(len(histories), len(self.item_map)),
-        )
+        r, c = rows[ok], cols[ok]
+        if ordered:
+            pos = np.concatenate(
+                [np.arange(1, n + 1, dtype=np.int64) for n in lengths] or [np.empty(0, np.int64)]
+            )[ok]
+            # a repeated item keeps its latest position
+            order = np.lexsort((pos, c, r))
+            keys = r[order] * n_items + c[order]
+            last = order[np.append(keys[1:] != keys[:-1], True)] if len(keys) else order
+            return sp.csr_matrix(
+                (pos[last].astype(np.float32), (r[last], c[last])),
+                shape=(len(histories), n_items),
+            )
+        m = sp.csr_matrix((np.ones(len(r), np.float32), (r, c)), shape=(len(histories), n_items))
         m.sum_duplicates()
         m.data[:] = 1.0
         return m
@@ -291,7 +467,9 @@ class Pipeline:
 
         This is the path for users with fresh events and for unknown users who bring
         ``recent_items``. Items of each history (and of ``exclude_items``) are excluded.
-        When the component cannot fold in, the popularity list is used.
+        Histories are read oldest first (the last items are the most recent ones, which
+        seed the hybrid's neighbour, co-visitation and content sources). When the
+        component cannot fold in, the popularity list is used.
 
         Returns
         -------
@@ -300,18 +478,57 @@ class Pipeline:
         scores : (n, k) float32
         sources : (n,) object
             The component that produced each list (``"popular"`` for empty histories).
+            :meth:`recommend_for_history_lists` gives the sources of every item instead.
         """
+        ids, scores, _, names = self._fold_in_lists(histories, k, model, exclude_items)
+        return ids, scores, names
+
+    def recommend_for_history_lists(
+        self,
+        histories: Sequence[Sequence[Any]],
+        k: int = 10,
+        *,
+        model: str | None = None,
+        exclude_items: Sequence[Sequence[Any]] | None = None,
+    ) -> tuple[NDArray[Any], NDArray[np.float32], NDArray[Any]]:
+        """:meth:`recommend_for_history` with the sources of every item, ``(n, k)`` object.
+
+        For the hybrid, an item's sources are the candidate sources that proposed it
+        (``"covisit|itemknn@recent"``); for one component, its name (``"popular"`` for
+        empty histories); ``None`` pads.
+        """
+        ids, scores, sources, _ = self._fold_in_lists(histories, k, model, exclude_items)
+        return ids, scores, sources
+
+    def _fold_in_lists(
+        self,
+        histories: Sequence[Sequence[Any]],
+        k: int,
+        model: str | None,
+        exclude_items: Sequence[Sequence[Any]] | None,
+    ) -> tuple[NDArray[Any], NDArray[np.float32], NDArray[Any], NDArray[Any]]:
+        """Fold-in lists: item ids, scores, per-item sources and per-row producer names."""
         from recsys.models.base import topk
         from recsys.protocols import FoldIn
 
         name, m = self._model(model)
-        if not isinstance(m, FoldIn):
-            name, m = self._model(COLD_START_SOURCE if COLD_START_SOURCE in self.models else None)
-        h = self.histories_matrix(histories)
+        if isinstance(m, _BlendView) or not isinstance(m, FoldIn):
+            if name != BLEND:
+                name, m = self._model(
+                    COLD_START_SOURCE if COLD_START_SOURCE in self.models else None
+                )
+        h = self._histories(histories, ordered=name in (HYBRID, BLEND))
+        empty = np.diff(h.indptr) == 0
+        names = np.where(empty, COLD_START_SOURCE, name).astype(object)
+        item_sources: NDArray[Any] | None = None
         if isinstance(m, FoldIn):
             extra = self.histories_matrix(exclude_items) if exclude_items else None
             n_extra = 0 if extra is None else int(np.diff(extra.indptr).max(initial=0))
-            items, scores = m.recommend_for_history(h, k + n_extra, exclude_seen=True)
+            with_sources = getattr(m, "recommend_for_history_lists", None)
+            if with_sources is not None:
+                items, scores, item_sources = with_sources(h, k + n_extra, exclude_seen=True)
+            else:
+                items, scores = m.recommend_for_history(h, k + n_extra, exclude_seen=True)
             if extra is not None and n_extra:
                 block = np.where(items >= 0, scores, -np.inf).astype(np.float32)
                 n_items = len(self.item_map)
@@ -320,15 +537,20 @@ class Pipeline:
                 keys = np.arange(len(items))[:, None] * n_items + np.maximum(items, 0)
                 block[np.isin(keys, excluded)] = -np.inf
                 pos, scores = topk(block, k)
-                items = np.where(pos >= 0, np.take_along_axis(items, np.maximum(pos, 0), 1), -1)
+                safe = np.maximum(pos, 0)
+                items = np.where(pos >= 0, np.take_along_axis(items, safe, 1), -1)
+                if item_sources is not None:
+                    item_sources = np.take_along_axis(item_sources, safe, 1)
         else:
             items, scores = m.recommend(np.full(len(histories), -1), k, exclude_seen=True)
         out = np.full(items.shape, None, dtype=object)
         valid = items >= 0
         out[valid] = self.item_map.to_ids(items[valid])
-        empty = np.diff(h.indptr) == 0
-        sources = np.where(empty, COLD_START_SOURCE, name).astype(object)
-        return out, scores, sources
+        if item_sources is None:
+            item_sources = np.broadcast_to(names[:, None], items.shape).copy()
+        item_sources = np.asarray(item_sources, dtype=object).copy()
+        item_sources[~valid] = None
+        return out, scores, item_sources, names
 
     def similar_items(self, item_id: Any, k: int = 10) -> pd.DataFrame:
         """Items most similar to ``item_id`` from the first component that can tell.
@@ -364,13 +586,15 @@ class Pipeline:
         valid = items >= 0
         rows = np.repeat(np.arange(n), valid.sum(axis=1))
         ranks = np.cumsum(valid, axis=1)[valid]
+        src = np.asarray(sources, dtype=object)
+        src = src[valid] if src.ndim == 2 else src[rows]
         return pd.DataFrame(
             {
                 "user_id": user_ids[rows],
                 "item_id": self.item_map.to_ids(items[valid]),
                 "rank": ranks.astype(np.int32),
                 "score": scores[valid].astype(np.float32),
-                "sources": np.asarray(sources, dtype=object)[rows],
+                "sources": src,
             }
         )
 
@@ -382,19 +606,35 @@ class Pipeline:
         )
 
     def evaluate(
-        self, test: pd.DataFrame, ks: Sequence[int] = (10,), *, models: Sequence[str] | None = None
+        self,
+        test: pd.DataFrame,
+        ks: Sequence[int] = (10,),
+        *,
+        models: Sequence[str] | None = None,
+        item_vectors: Any = None,
     ) -> pd.DataFrame:
         """Top-N metrics of every component on ``test`` (full ranking, seen items excluded).
+
+        By default every component, the hybrid, and (after it) ``blend``, the hybrid's
+        reciprocal-rank baseline.
 
         Returns one row per component, flat metric columns (``"ndcg@10"``, ...).
         """
         from recsys.eval import evaluate_model
 
         train = self.training_data()
+        if item_vectors is None and self.features is not None:
+            try:
+                item_vectors = _genre_vectors(self.features, self.item_map)
+            except Exception:  # a store without genres: the runner's default
+                item_vectors = None
+        names = list(models) if models else list(self.components)
+        if not models and self.hybrid is not None:
+            names.insert(names.index(HYBRID) + 1, BLEND)
         rows = {}
-        for name in models or self.components:
+        for name in names:
             _, m = self._model(name)
-            rows[name] = evaluate_model(m, train, test, ks=tuple(ks))
+            rows[name] = evaluate_model(m, train, test, ks=tuple(ks), item_vectors=item_vectors)
         return pd.DataFrame.from_dict(rows, orient="index")
 
     # ------------------------------------------------------------------ persistence
@@ -409,7 +649,10 @@ class Pipeline:
             if self.features is not None:
                 self.features.save(tmp / "features")
             for name, model in self.models.items():
-                model.save(tmp / "models" / name)
+                if name == HYBRID:
+                    model.save(tmp)  # index/ and ranker/
+                else:
+                    model.save(tmp / "models" / name)
             (tmp / "pipeline.json").write_text(
                 json.dumps({"components": self.components}, indent=2) + "\n"
             )
@@ -420,7 +663,10 @@ class Pipeline:
             config=self.config.model_dump(mode="json"),
             data_fingerprint=str(self.manifest.get("data_fingerprint", "")),
             metrics=self.manifest.get("metrics", {}),
-            extra={"data": self.manifest.get("data", {})},
+            extra={
+                "data": self.manifest.get("data", {}),
+                "skipped_components": self.manifest.get("skipped_components", {}),
+            },
         )
         self.manifest = manifest
         return path
@@ -433,6 +679,9 @@ class Pipeline:
         ------
         ArtifactError
             If the directory is missing, damaged or of another format version.
+        FeatureSchemaError
+            If the feature store no longer gives the features the hybrid ranker was
+            trained on.
         """
         path = Path(path)
         manifest = verify_artifact(path)
@@ -443,12 +692,28 @@ class Pipeline:
             raise ArtifactError(f"artifact {path}: cannot read pipeline.json ({exc})") from exc
         user_map = IdMap.load(path / "vocab" / "users.parquet")
         item_map = IdMap.load(path / "vocab" / "items.parquet")
-        models = {name: get_model_class(name).load(path / "models" / name) for name in components}
+        models: dict[str, Any] = {
+            name: get_model_class(name).load(path / "models" / name)
+            for name in components
+            if name != HYBRID
+        }
         features = None
         if (path / "features").is_dir():
             from recsys.features import FeatureStore
 
             features = FeatureStore.load(path / "features")
+        if HYBRID in components:
+            from recsys.ranking import HybridRecommender
+
+            seen = next(
+                m.user_items_
+                for m in models.values()
+                if getattr(m, "user_items_", None) is not None
+            )
+            models[HYBRID] = HybridRecommender.load_from(
+                path, config, models, features, seen, user_map, item_map
+            )
+        models = {name: models[name] for name in components}
         logger.info("loaded artifact path=%s components=%s", path, components)
         return cls(
             config,
@@ -459,3 +724,25 @@ class Pipeline:
             features=features,
             manifest=manifest,
         )
+
+
+def _genre_vectors(store: Any, item_map: IdMap) -> sp.csr_matrix:
+    """Item genre vectors in the pipeline's item order (for diversity@k)."""
+    from recsys.ranking.features import _item_rows
+
+    return _item_rows(store.item_genre_matrix(), store.item_map, item_map)
+
+
+def _unavailable(names: Sequence[str], data: TrainingData, store: Any) -> dict[str, str]:
+    """Default components this data cannot train, and why."""
+    from recsys.ranking.components import requires_ratings
+
+    out: dict[str, str] = {}
+    for name in names:
+        if data.rating is None and requires_ratings(name):
+            out[name] = "needs explicit ratings; the training data has none"
+        if name == "doc2vec":
+            docs = store.item_documents()["tokens"]
+            if not any(len(t) for t in docs):
+                out[name] = "needs item documents (titles, text, genres); no items file given"
+    return out

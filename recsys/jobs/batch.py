@@ -179,7 +179,7 @@ class ArtifactInfo:
             If ``model`` is not a component of the artifact.
         """
         name = model or self.components[0]
-        if name not in self.components:
+        if name not in self.components and not (name == "blend" and "hybrid" in self.components):
             raise ConfigError(
                 f"component {name!r} is not in this artifact; it has: {', '.join(self.components)}"
             )
@@ -324,21 +324,32 @@ def recommend_table(
     -------
     table, unknown_users
     """
+    from recsys.pipeline import BLEND, HYBRID
+
     pipe = loaded.pipeline
     idx = pipe.user_map.to_index(user_ids)
-    items, scores = pipe.recommend_indices(
-        idx, spec.k, model=spec.model, exclude_seen=spec.exclude_seen
-    )
+    unknown = idx < 0
+    per_item = spec.model in (HYBRID, BLEND)  # the hybrid tells each item's sources
+    if per_item:
+        items, scores, sources = pipe.recommend_lists(
+            idx, spec.k, model=spec.model, exclude_seen=spec.exclude_seen
+        )
+    else:
+        items, scores = pipe.recommend_indices(
+            idx, spec.k, model=spec.model, exclude_seen=spec.exclude_seen
+        )
     valid = items >= 0
     rows = np.repeat(np.arange(len(user_ids)), valid.sum(axis=1))
     ranks = np.cumsum(valid, axis=1, dtype=np.int32)[valid]
-    unknown = idx < 0
     user_col = pa.array(user_ids, type=spec.schema.field("user_id").type).take(rows)
     item_col = loaded.item_ids.take(items[valid])
-    source_col = pa.DictionaryArray.from_arrays(
-        pa.array(unknown.astype(np.int8)[rows]),
-        pa.array([spec.model, COLD_START_SOURCE], pa.string()),
-    ).cast(pa.string())
+    if per_item:
+        source_col = pa.array(sources[valid].tolist(), pa.string())
+    else:
+        source_col = pa.DictionaryArray.from_arrays(
+            pa.array(unknown.astype(np.int8)[rows]),
+            pa.array([spec.model, COLD_START_SOURCE], pa.string()),
+        ).cast(pa.string())
     table = pa.Table.from_arrays(
         [user_col, item_col, pa.array(ranks), pa.array(scores[valid]), source_col],
         schema=spec.schema,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from recsys.errors import ConfigError
 from recsys.models.base import BaseRecommender, ModelConfig
+from recsys.models.deepfm import DeepFM, DeepFMConfig
+from recsys.models.din import DIN, DINConfig
 from recsys.models.doc2vec import Doc2VecConfig, Doc2VecRetriever, Item2Vec, Item2VecConfig
 from recsys.models.ease import EASE, EASEConfig
 from recsys.models.factors import ALS, BPR, ALSConfig, BPRConfig
@@ -18,11 +20,15 @@ from recsys.models.svdpp import SVDPlusPlus, SVDPlusPlusConfig
 __all__ = [
     "ALS",
     "BPR",
+    "DIN",
     "EASE",
     "MODEL_REGISTRY",
     "ALSConfig",
     "BPRConfig",
     "BaseRecommender",
+    "DINConfig",
+    "DeepFM",
+    "DeepFMConfig",
     "Doc2VecConfig",
     "Doc2VecRetriever",
     "EASEConfig",
@@ -49,6 +55,8 @@ MODEL_REGISTRY: dict[str, type[BaseRecommender]] = {
     ALS.name: ALS,
     EASE.name: EASE,
     SVDPlusPlus.name: SVDPlusPlus,
+    DeepFM.name: DeepFM,
+    DIN.name: DIN,
     Doc2VecRetriever.name: Doc2VecRetriever,
     Item2Vec.name: Item2Vec,
 }

@@ -52,7 +52,8 @@ COLD_START = "cold_start"
 SIMILAR = "similar"
 
 
-_List = tuple[NDArray[np.int64], NDArray[np.float32]]
+#: A top list: item indices, scores and each item's sources (``|``-separated strings).
+_List = tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.object_]]
 
 
 class ListCache:
@@ -90,7 +91,8 @@ class ListCache:
         """Keep a read-only copy of ``value``, evicting the least recently used entry."""
         if not self.max_size:
             return
-        value = (value[0].copy(), value[1].copy())  # never pin a whole batch's arrays
+        # never pin a whole batch's arrays
+        value = (value[0].copy(), value[1].copy(), value[2].copy())
         for arr in value:
             arr.setflags(write=False)
         with self._lock:
@@ -281,7 +283,6 @@ class _Plan:
     blocked: NDArray[np.bool_] | None
     k_fetch: int
     fast: bool  # no fold-in needed: the model's own list for the user (or popularity)
-    fast_source: str
 
     @property
     def cacheable(self) -> bool:
@@ -304,8 +305,10 @@ def _fast_lists(pipeline: Pipeline, model: str | None, users: list[int], ks: lis
     Lists are sorted with deterministic tie-breaking, so the top ``k`` of a longer list is
     exactly the top-``k`` list, and a user's list does not depend on the batch.
     """
-    items, scores = pipeline.recommend_indices(np.asarray(users, np.int64), max(ks), model=model)
-    return [(items[r, :k], scores[r, :k]) for r, k in enumerate(ks)]
+    items, scores, sources = pipeline.recommend_lists(
+        np.asarray(users, np.int64), max(ks), model=model
+    )
+    return [(items[r, :k], scores[r, :k], sources[r, :k]) for r, k in enumerate(ks)]
 
 
 class _MicroBatcher:
@@ -330,8 +333,8 @@ class _MicroBatcher:
 
     def submit(
         self, pipeline: Pipeline, model: str | None, uidx: int, k: int
-    ) -> asyncio.Future[tuple[NDArray[np.int64], NDArray[np.float32]]]:
-        """A future of ``(items, scores)`` for one user index."""
+    ) -> asyncio.Future[_List]:
+        """A future of ``(items, scores, sources)`` for one user index."""
         future: asyncio.Future[Any] = self._loop.create_future()
         if not self._pending:
             self._loop.call_soon(self._flush)
@@ -469,7 +472,7 @@ class RecommendService:
                 cached = _fast_lists(plan.model.pipeline, req.model, [plan.uidx], [plan.k_fetch])[0]
                 self.metrics.count_model_call(1)
                 self._remember(plan, cached)
-            return self._finish(plan, *cached, plan.fast_source)
+            return self._finish(plan, *cached)
         return self._finish(plan, *self._fold_in(plan))
 
     def _cached(self, plan: _Plan) -> _List | None:
@@ -497,7 +500,7 @@ class RecommendService:
                     plan.model.pipeline, req.model, plan.uidx, plan.k_fetch
                 )
                 self._remember(plan, cached)
-            return self._finish(plan, *cached, plan.fast_source)
+            return self._finish(plan, *cached)
         return self._finish(plan, *self._fold_in(plan))
 
     def recommend_batch(self, reqs: list[RecommendRequest]) -> dict[str, Any]:
@@ -515,7 +518,7 @@ class RecommendService:
             if plan.fast:
                 cached = self._cached(plan)
                 if cached is not None:
-                    results[pos] = self._finish(plan, *cached, plan.fast_source)
+                    results[pos] = self._finish(plan, *cached)
                 else:
                     groups.setdefault(plan.req.model, []).append(pos)
             else:
@@ -528,9 +531,9 @@ class RecommendService:
                 [plans[p].k_fetch for p in positions],
             )
             self.metrics.count_model_call(len(positions))
-            for p, (items, scores) in zip(positions, lists, strict=True):
-                self._remember(plans[p], (items, scores))
-                results[p] = self._finish(plans[p], items, scores, plans[p].fast_source)
+            for p, listed in zip(positions, lists, strict=True):
+                self._remember(plans[p], listed)
+                results[p] = self._finish(plans[p], *listed)
         return {
             "results": [r for r in results if r is not None],
             "model_version": state.model.version,
@@ -566,7 +569,6 @@ class RecommendService:
                 f"model {req.model!r} is not in this artifact; it has: "
                 f"{', '.join(m.pipeline.components)}"
             )
-        name = req.model or m.pipeline.primary
         return _Plan(
             model=m,
             req=req,
@@ -576,7 +578,6 @@ class RecommendService:
             blocked=blocked,
             k_fetch=k_fetch,
             fast=not fresh and not req.recent_items,
-            fast_source=name if uidx >= 0 else COLD_START_SOURCE,
         )
 
     def _finish(
@@ -584,18 +585,19 @@ class RecommendService:
         plan: _Plan,
         idx: NDArray[np.int64],
         scores: NDArray[np.float32],
-        source: str,
+        sources: NDArray[np.object_],
     ) -> dict[str, Any]:
         """Drop padding and blocked items, keep ``k``, build the response dict."""
         m, req = plan.model, plan.req
         keep = idx >= 0
         if plan.blocked is not None:
             keep &= ~plan.blocked[np.maximum(idx, 0)]
-        idx, scores = idx[keep][: req.k], scores[keep][: req.k]
-        sources = _split_sources(source)
+        idx, scores, sources = idx[keep][: req.k], scores[keep][: req.k], sources[keep][: req.k]
         out = [
-            m.item_out(i, s, r, sources, req.details)
-            for r, (i, s) in enumerate(zip(idx.tolist(), scores.tolist(), strict=True), start=1)
+            m.item_out(i, s, r, _split_sources(str(src)), req.details)
+            for r, (i, s, src) in enumerate(
+                zip(idx.tolist(), scores.tolist(), sources.tolist(), strict=True), start=1
+            )
         ]
         strategy = PERSONALIZED if plan.uidx >= 0 else COLD_START
         self.metrics.count_recommendation(strategy)
@@ -606,7 +608,7 @@ class RecommendService:
             "model_version": m.version,
         }
 
-    def _fold_in(self, plan: _Plan) -> tuple[NDArray[np.int64], NDArray[np.float32], str]:
+    def _fold_in(self, plan: _Plan) -> _List:
         """Fold-in (``Pipeline.recommend_for_history``) of a history made of the user's
         training items, online events and ``recent_items``."""
         m, req = plan.model, plan.req
@@ -616,7 +618,7 @@ class RecommendService:
         hist = np.concatenate([m.training_items(plan.uidx), event_idx, recent])
         hist = np.unique(hist[hist >= 0])  # unknown items cannot be folded in
         history = [m.items.values[i] for i in hist.tolist()]
-        ids, scores, sources = m.pipeline.recommend_for_history(
+        ids, scores, sources = m.pipeline.recommend_for_history_lists(
             [history], plan.k_fetch, model=req.model
         )
         row = ids[0]
@@ -624,7 +626,7 @@ class RecommendService:
         idx = np.full(len(row), -1, np.int64)
         if found.any():
             idx[found] = m.items.indices(row[found].tolist())
-        return idx, np.asarray(scores[0], np.float32), str(sources[0])
+        return idx, np.asarray(scores[0], np.float32), sources[0]
 
     def similar_items(self, item_id: JsonId, k: int, *, details: bool = False) -> dict[str, Any]:
         """Items most similar to ``item_id``; popular items for an unknown item (a JSON-ready

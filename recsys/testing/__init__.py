@@ -2,6 +2,8 @@
 
 - :mod:`recsys.testing.datasets`: tiny synthetic datasets with a known answer
   (:func:`block_dataset`, :func:`block_frame`, :func:`block_labels`).
+- :mod:`recsys.testing.configs`: :func:`small_hybrid_config`, a hybrid pipeline that trains
+  in seconds.
 - :mod:`recsys.testing.contract`: :class:`RecommenderContract`, the pytest suite every
   model's tests subclass. It needs pytest, so it is imported only when first used.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from recsys.testing.configs import small_hybrid_config
 from recsys.testing.datasets import block_dataset, block_frame, block_labels
 
 if TYPE_CHECKING:
@@ -21,6 +24,7 @@ __all__ = [
     "block_frame",
     "block_labels",
     "check_recommendations",
+    "small_hybrid_config",
 ]
 
 

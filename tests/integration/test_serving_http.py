@@ -22,6 +22,7 @@ import pytest
 from recsys.data import load_dataset
 from recsys.pipeline import Pipeline
 from recsys.serving.testing import ServerProcess
+from recsys.testing import small_hybrid_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.realdata]
 
@@ -31,13 +32,15 @@ ADMIN = {"X-API-Key": ADMIN_KEY}
 
 @pytest.fixture(scope="module")
 def ml100k(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The default pipeline trained on the bundled MovieLens 100K, saved."""
+    """A hybrid pipeline (the small test configuration) trained on the bundled MovieLens
+    100K, saved."""
     data = load_dataset("ml-100k")
     pipe = Pipeline.fit(
         data.interactions,
         items=data.items,
         users=data.users,
         item_relations=data.item_relations,
+        config=small_hybrid_config(),
         show_progress=False,
     )
     return pipe.save(tmp_path_factory.mktemp("ml100k") / "artifact")
@@ -48,7 +51,9 @@ def ml100k_other(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A second artifact (first 90% of the ratings): another model version."""
     data = load_dataset("ml-100k")
     part = data.interactions.iloc[: int(0.9 * len(data.interactions))]
-    pipe = Pipeline.fit(part, items=data.items, users=data.users, show_progress=False)
+    pipe = Pipeline.fit(
+        part, items=data.items, users=data.users, config=small_hybrid_config(), show_progress=False
+    )
     return pipe.save(tmp_path_factory.mktemp("ml100k-other") / "artifact")
 
 
@@ -94,14 +99,18 @@ def test_recommend_contract_with_integer_ids(http: httpx.Client, pipeline: Pipel
     assert len(body["items"]) == 10
     assert [it["rank"] for it in body["items"]] == list(range(1, 11))
     assert all(type(i) is int for i in ids(body))
-    assert all(it["sources"] == ["itemknn"] for it in body["items"])
-    assert ids(body) == pipeline.recommend([196], k=10)["item_id"].tolist()
+    oracle = pipeline.recommend([196], k=10)
+    assert pipeline.primary == "hybrid"
+    assert ids(body) == oracle["item_id"].tolist()
+    # every item carries the candidate sources that proposed it, as the pipeline tells
+    assert [it["sources"] for it in body["items"]] == [s.split("|") for s in oracle["sources"]]
+    assert all(it["sources"] and "popular" not in it["sources"][:1] for it in body["items"][:3])
     assert not set(ids(body)) & set(pipeline.history_of(196).tolist())
     for variant in ({"user_id": "196", "k": 10}, {"user_id": 196, "k": 10}):
         assert http.post("/recommend", json=variant).json() == body
 
 
-def test_cold_start(http: httpx.Client) -> None:
+def test_cold_start(http: httpx.Client, pipeline: Pipeline) -> None:
     body = http.get("/recommend/not-a-user?k=5").json()
     assert body["strategy"] == "cold_start"
     assert body["user_id"] == "not-a-user"
@@ -111,7 +120,10 @@ def test_cold_start(http: httpx.Client) -> None:
         "/recommend", json={"user_id": "not-a-user", "k": 5, "recent_items": recent}
     ).json()
     assert folded["strategy"] == "cold_start"
-    assert folded["items"][0]["sources"] == ["itemknn"]
+    oracle_ids, _, oracle_sources = pipeline.recommend_for_history_lists([recent], k=5)
+    assert ids(folded) == oracle_ids[0].tolist()
+    assert [it["sources"] for it in folded["items"]] == [s.split("|") for s in oracle_sources[0]]
+    assert folded["items"][0]["sources"] != ["popular"]  # neighbours of the recent items
     assert not set(ids(folded)) & set(recent)
     assert ids(folded) != ids(body)
 
@@ -158,7 +170,8 @@ def test_event_then_restart_replays_the_log(ml100k: Path, tmp_path: Path) -> Non
             assert history["items"][0] == {**history["items"][0], "item_id": top, "source": "event"}
             newcomer = c.get("/recommend/newcomer?k=5").json()
             assert newcomer["strategy"] == "cold_start"
-            assert newcomer["items"][0]["sources"] == ["itemknn"]  # folded in from the log
+            # folded in from the log: the hybrid's sources, not the popularity list
+            assert newcomer["items"][0]["sources"] != ["popular"]
     assert "events=2" in second.log()
     assert "event consumer failed" not in first.log() + second.log()
 

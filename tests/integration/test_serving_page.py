@@ -13,11 +13,13 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from recsys.data import load_dataset
 from recsys.pipeline import Pipeline
 from recsys.serving.testing import ServerProcess
+from recsys.testing import small_hybrid_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.realdata]
 
@@ -63,11 +65,15 @@ def chromium() -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def page_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A server over the MovieLens 100K artifact."""
+    """A server over a MovieLens 100K hybrid artifact (the small test configuration)."""
     tmp = tmp_path_factory.mktemp("page")
     data = load_dataset("ml-100k")
     artifact = Pipeline.fit(
-        data.interactions, items=data.items, users=data.users, show_progress=False
+        data.interactions,
+        items=data.items,
+        users=data.users,
+        config=small_hybrid_config(),
+        show_progress=False,
     ).save(tmp / "artifact")
     args = ["--events-log", str(tmp / "events.jsonl")]
     with ServerProcess(artifact, log_path=tmp / "server.log", args=args) as server:
@@ -132,7 +138,11 @@ def test_page_shows_history_and_recommendations(
     assert len(history) == 39 and all(r[3] == "training" for r in history)
     assert all(r[2] for r in history)  # every MovieLens movie has a genre
     assert [r[0] for r in recs] == [str(i) for i in range(1, 11)]
-    assert all(r[5] == "itemknn" and float(r[4]) > 0 for r in recs)
+    # the scores and sources the API gives for the same list
+    api = httpx.get(page_server.url + "/recommend/196", params={"k": 10}).json()["items"]
+    assert [r[1] for r in recs] == [str(it["item_id"]) for it in api]
+    assert [r[5] for r in recs] == [", ".join(it["sources"]) for it in api]
+    assert all(r[5] and r[5] != "popular" for r in recs)
     assert driver.find_element(By.ID, "strategy").text == "personalized"  # type: ignore[attr-defined]
     driver.save_screenshot(str(tmp_path / "page.png"))  # type: ignore[attr-defined]
 

@@ -32,14 +32,14 @@ def test_recommend_known_user_contract(client: TestClient, tiny_pipeline: Pipeli
     assert body["strategy"] == "personalized"
     assert body["model_version"] == tiny_pipeline.version
     assert [it["rank"] for it in body["items"]] == [1, 2, 3, 4, 5]
-    for it in body["items"]:
+    expected = tiny_pipeline.recommend(["u03"], k=5)
+    for it, sources in zip(body["items"], expected["sources"], strict=True):
         assert set(it) == {"item_id", "score", "rank", "sources"}
-        assert it["sources"] == [tiny_pipeline.primary]
+        assert it["sources"] == sources.split("|")  # the candidate sources of the hybrid
         assert isinstance(it["item_id"], str)
     scores = [it["score"] for it in body["items"]]
     assert scores == sorted(scores, reverse=True)
     # the same answer as the pipeline itself, and never a training item
-    expected = tiny_pipeline.recommend(["u03"], k=5)
     assert item_ids(body) == expected["item_id"].tolist()
     assert not set(item_ids(body)) & set(tiny_pipeline.history_of("u03").tolist())
     assert r.headers["x-request-id"]
@@ -75,10 +75,11 @@ def test_cold_start_folds_in_recent_items(client: TestClient, tiny_pipeline: Pip
         "/recommend", json={"user_id": "brand-new", "k": 5, "recent_items": recent}
     ).json()
     assert body["strategy"] == "cold_start"
-    assert body["items"][0]["sources"] == [tiny_pipeline.primary]
     assert not set(item_ids(body)) & set(recent)
-    ids, _, _ = tiny_pipeline.recommend_for_history([recent], 5)
+    ids, _, sources = tiny_pipeline.recommend_for_history_lists([recent], 5)
     assert item_ids(body) == [x for x in ids[0].tolist() if x is not None]
+    assert [it["sources"] for it in body["items"]] == [s.split("|") for s in sources[0]]
+    assert body["items"][0]["sources"] != ["popular"]
 
 
 def test_exclude_items_and_genre_filters(client: TestClient) -> None:
@@ -246,7 +247,10 @@ def test_unknown_user_events_give_a_fold_in(client: TestClient, tiny_pipeline: P
         client.post("/events", json={"user_id": "fresh-user", "item_id": item})
     body = client.get("/recommend/fresh-user?k=5").json()
     assert body["strategy"] == "cold_start"
-    assert body["items"][0]["sources"] == [tiny_pipeline.primary]
+    ids, _, sources = tiny_pipeline.recommend_for_history_lists([["i03", "i04"]], 5)
+    assert item_ids(body) == [x for x in ids[0].tolist() if x is not None]
+    assert [it["sources"] for it in body["items"]] == [s.split("|") for s in sources[0]]
+    assert body["items"][0]["sources"] != ["popular"]  # folded in, not the popularity list
     assert not {"i03", "i04"} & set(item_ids(body))
 
 

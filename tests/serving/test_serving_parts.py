@@ -153,15 +153,20 @@ def test_catalog_genre_filters() -> None:
 # ---------------------------------------------------------------------------- cache
 def test_list_cache_is_a_bounded_lru() -> None:
     cache = ListCache(2)
-    lists = [(np.arange(3, dtype=np.int64), np.ones(3, np.float32)) for _ in range(3)]
+    lists = [
+        (np.arange(3, dtype=np.int64), np.ones(3, np.float32), np.array(["a", "b", "c|d"], object))
+        for _ in range(3)
+    ]
     cache.put((1, 3, None), lists[0])
     cache.put((2, 3, None), lists[1])
     assert cache.get((1, 3, None)) is not None  # now the most recently used
     cache.put((3, 3, None), lists[2])
     assert cache.get((2, 3, None)) is None and len(cache) == 2
-    items, _ = cache.get((1, 3, None))  # type: ignore[misc]
+    items, _, sources = cache.get((1, 3, None))  # type: ignore[misc]
     with pytest.raises(ValueError, match="read-only"):
         items[0] = 7
+    with pytest.raises(ValueError, match="read-only"):
+        sources[0] = "x"
     assert lists[0][0].flags.writeable  # the caller's arrays are untouched
     off = ListCache(0)
     off.put((1, 3, None), lists[0])
@@ -173,7 +178,7 @@ def test_micro_batch_equals_single_calls(tiny_pipeline: Pipeline) -> None:
     users = [0, 5, -1, 3, 5, 20]
     ks = [3, 10, 4, 1, 2, 7]
 
-    async def run() -> list[tuple[np.ndarray, np.ndarray]]:
+    async def run() -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         batcher = _MicroBatcher(asyncio.get_running_loop())
         futures = [
             batcher.submit(tiny_pipeline, None, u, k) for u, k in zip(users, ks, strict=True)
@@ -181,11 +186,12 @@ def test_micro_batch_equals_single_calls(tiny_pipeline: Pipeline) -> None:
         return list(await asyncio.gather(*futures))
 
     batched = asyncio.run(run())
-    for (items, scores), u, k in zip(batched, users, ks, strict=True):
-        single_items, single_scores = tiny_pipeline.recommend_indices([u], k)
+    for (items, scores, sources), u, k in zip(batched, users, ks, strict=True):
+        single_items, single_scores, single_sources = tiny_pipeline.recommend_lists([u], k)
         assert items.tolist() == single_items[0].tolist()
         np.testing.assert_allclose(scores, single_scores[0])
-    assert [len(i) for i, _ in _fast_lists(tiny_pipeline, "popular", [1, 2], [2, 5])] == [2, 5]
+        assert sources.tolist() == single_sources[0].tolist()
+    assert [len(i) for i, _, _ in _fast_lists(tiny_pipeline, "popular", [1, 2], [2, 5])] == [2, 5]
 
 
 def test_micro_batch_passes_errors_to_every_waiter(tiny_pipeline: Pipeline) -> None:

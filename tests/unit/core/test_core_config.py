@@ -26,7 +26,11 @@ def test_defaults() -> None:
 
 def test_values_are_read(tmp_path: Path) -> None:
     cfg = load_config(
-        _toml(tmp_path, '[pipeline]\nretrievers = ["popular"]\n[models.itemknn]\nn_neighbors = 7\n')
+        _toml(
+            tmp_path,
+            '[pipeline]\nretrievers = ["popular"]\nrankers = []\n'
+            "[models.itemknn]\nn_neighbors = 7\n",
+        )
     )
     assert cfg.components() == ["popular"]
     assert cfg.model_params("itemknn")["n_neighbors"] == 7

@@ -1,0 +1,212 @@
+"""DIN: the shared contract, behaviour sequences from the store (training and serving),
+masking of short histories, the attention unit and activations."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from recsys.errors import ConfigError
+from recsys.eval import roc_auc
+from recsys.features import FeatureStore
+from recsys.models import DIN, DINConfig, get_model_class
+from recsys.models.din.arch import AttentionArch
+from recsys.protocols import Recommender
+from recsys.testing import RecommenderContract, block_dataset, block_frame
+from recsys.types import TrainingData
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+FAST: dict[str, Any] = {
+    "embedding_dim": 8,
+    "hidden_units": (16,),
+    "attention_units": (8,),
+    "sequence_length": 5,
+    "epochs": 8,
+    "batch_size": 32,
+    "learning_rate": 0.01,
+    "device": "cpu",
+    "seed": 0,
+}
+
+
+class TestDINContract(RecommenderContract):
+    min_block_precision = 0.9
+
+    def make_model(self) -> Recommender:
+        return DIN(labels="implicit", **FAST)
+
+
+class TestPaperDINContract(RecommenderContract):
+    """The paper's DIN: Dice everywhere, plain attention sums, no first-order/FM terms."""
+
+    min_block_precision = 0.9
+
+    def make_model(self) -> Recommender:
+        return DIN(
+            labels="implicit",
+            attention_activation=None,
+            attention_normalization=False,
+            first_order=False,
+            fm_interaction=False,
+            **{**FAST, "epochs": 15, "learning_rate": 0.03},
+        )
+
+
+class TestDINPReLUContract(RecommenderContract):
+    min_block_precision = 0.9
+
+    def make_model(self) -> Recommender:
+        return DIN(labels="implicit", activation="prelu", interest_product=True, **FAST)
+
+
+@pytest.fixture(scope="module")
+def setup() -> dict[str, Any]:
+    # DIN's MLP memorises a few hundred rows (a row's history nearly identifies it), so
+    # this fixture is larger than DeepFM's
+    frame = block_frame(
+        n_blocks=3, users_per_block=40, items_per_block=20, density=0.5, noise=0.6, seed=1
+    )
+    items = pd.DataFrame({"item_id": sorted(frame["item_id"].unique())})
+    items["genres"] = [f"g{k % 3}" for k in range(len(items))]
+    store = FeatureStore.build(frame, items=items, sequence_length=8, show_progress=False)
+    data = TrainingData.from_frame(frame, items=items)
+    order = np.random.default_rng(0).permutation(len(frame))
+    cut = int(0.8 * len(order))
+    train_rows, test_rows = np.sort(order[:cut]), np.sort(order[cut:])
+    mask = np.zeros(len(frame), bool)
+    mask[train_rows] = True
+    model = DIN(**{**FAST, "epochs": 10, "validation_fraction": 0.0})
+    model.fit(data.select(mask), features=store, rows=train_rows, show_progress=False)
+    return {
+        "frame": frame,
+        "items": items,
+        "store": store,
+        "data": data,
+        "model": model,
+        "test_rows": test_rows,
+        "labels": (frame["rating"].to_numpy() >= 4).astype(np.float32),
+    }
+
+
+def test_registered() -> None:
+    assert get_model_class("din") is DIN
+    assert DINConfig(attention_units=[4, 2]).attention_units == (4, 2)
+    with pytest.raises(ConfigError):
+        DIN(activation="relu")
+    with pytest.raises(ConfigError):
+        DIN(attention_units=())
+
+
+def test_learns_clicks(setup: dict[str, Any]) -> None:
+    rows = setup["test_rows"]
+    probs = setup["model"].score_rows(setup["store"], rows)
+    assert roc_auc(setup["labels"][rows], probs) > 0.72  # measured 0.77 (DeepFM: 0.9)
+
+
+def test_training_sequences_are_the_store_point_in_time_ones(setup: dict[str, Any]) -> None:
+    model, store = setup["model"], setup["store"]
+    rows = np.arange(40)
+    inputs = model.encoder_.row_inputs(store, rows, sequences=True)
+    expected = store.sequences(rows, 5)  # same vocabularies here: indices agree
+    n_items = model.n_items
+    np.testing.assert_array_equal(inputs["seq"].numpy(), np.where(expected >= 0, expected, n_items))
+
+
+def test_serving_sequences_follow_new_events(setup: dict[str, Any], tmp_path: Any) -> None:
+    model = setup["model"]
+    model.save(tmp_path)
+    served = DIN.load(tmp_path)
+    store = FeatureStore.build(
+        setup["frame"], items=setup["items"], sequence_length=8, show_progress=False
+    )
+    user = store.user_map.ids[0]
+    np.testing.assert_array_equal(served.encoder_.user_seq[0], store.user_sequences([user], 5)[0])
+    before = served.score([0] * 5, np.arange(5))
+    t = int(setup["frame"]["timestamp"].max()) + 1
+    store.append(
+        pd.DataFrame(
+            {
+                "user_id": [user] * 3,
+                "item_id": ["i045", "i046", "i047"],
+                "rating": [5.0] * 3,
+                "timestamp": [t, t + 1, t + 2],
+            }
+        )
+    )
+    served.refresh_features(store)
+    np.testing.assert_array_equal(served.encoder_.user_seq[0], store.user_sequences([user], 5)[0])
+    assert served.encoder_.user_seq[0][-1] == store.item_map.to_index(["i047"])[0]
+    assert not np.allclose(served.score([0] * 5, np.arange(5)), before)
+
+
+def test_short_histories_are_masked() -> None:
+    torch.manual_seed(0)
+    unit = AttentionArch(6, (4,), "dice", normalize=False).eval()
+    query = torch.randn(3, 6)
+    keys = torch.randn(3, 4, 6)
+    mask = torch.tensor([[1, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]], dtype=torch.bool)
+    pooled, weights = unit(query, keys, mask)
+    assert (weights[~mask] == 0).all()
+    noisy = keys.clone()
+    noisy[~mask] = 100.0  # whatever sits in padded slots does not matter
+    pooled2, _ = unit(query, noisy, mask)
+    torch.testing.assert_close(pooled, pooled2)
+    torch.testing.assert_close(pooled[2], torch.zeros(6))  # no history: zero interest
+    soft = AttentionArch(6, (4,), "prelu", normalize=True).eval()
+    _, w = soft(query, keys, mask)
+    torch.testing.assert_close(w.sum(1), torch.tensor([1.0, 1.0, 0.0]))
+
+
+def test_split_first_layer_equals_the_concatenated_unit() -> None:
+    """``[k, q, k-q, k*q] W`` == ``W_k k + W_p (k*q) + W_q q`` with the folded weights."""
+    torch.manual_seed(1)
+    d, h = 5, 3
+    unit = AttentionArch(d, (h,), "prelu", normalize=False)
+    w = torch.randn(h, 4 * d)
+    w1, w2, w3, w4 = w.split(d, dim=1)
+    with torch.no_grad():
+        unit.key_proj.weight.copy_(w1 + w3)
+        unit.product_proj.weight.copy_(w4)
+        unit.query_proj.weight.copy_(w2 - w3)
+    q, k = torch.randn(2, d), torch.randn(2, 7, d)
+    concat = torch.cat([k, q[:, None].expand_as(k), k - q[:, None], k * q[:, None]], -1)
+    expected = concat @ w.T + unit.key_proj.bias
+    got = unit.key_proj(k) + unit.product_proj(k * q[:, None]) + unit.query_proj(q)[:, None]
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_sequence_longer_than_the_store_is_refused() -> None:
+    frame = block_frame(with_ratings=False)
+    store = FeatureStore.build(frame, sequence_length=3, show_progress=False)
+    with pytest.raises(ConfigError, match="sequence_length"):
+        DIN(**FAST).fit(TrainingData.from_frame(frame), features=store, show_progress=False)
+
+
+def test_implicit_fit_without_store_and_finetune() -> None:
+    data = block_dataset(seed=3)
+    model = DIN(labels="implicit", **{**FAST, "epochs": 3}).fit(data, show_progress=False)
+    new = block_frame(seed=4).tail(15).copy()
+    new["timestamp"] += 10**6
+    model.finetune(new, epochs=1, show_progress=False)
+    assert model.history_[-1]["finetune"] == 1.0
+    assert np.isfinite(model.score(np.arange(5), np.arange(5))).all()
+    # the served sequence of a fine-tuned user now ends with its newest item
+    last = new.iloc[-1]
+    u = model.user_map_.to_index([last["user_id"]])[0]
+    assert (
+        model.encoder_.user_seq[u][model.encoder_.user_seq[u] >= 0][-1]
+        == (model.item_map_.to_index([last["item_id"]])[0])
+    )
