@@ -24,6 +24,7 @@ that matches ``decision_function`` to float rounding (tested).
 from __future__ import annotations
 
 import logging
+import os
 import zipfile
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, Self
@@ -34,6 +35,10 @@ from numpy.typing import NDArray
 from recsys.errors import ArtifactError, DataError, NotFittedError
 
 __all__ = ["Learner", "LogisticLearner", "TreeEnsemble", "load_learner"]
+
+#: Threads of the tree traversal (scikit-learn's OpenMP loop over rows); large candidate
+#: blocks (the batch job) gain from every core, single users cost the same.
+_PREDICT_THREADS = max(1, os.cpu_count() or 1)
 
 logger = logging.getLogger(__name__)
 
@@ -198,8 +203,9 @@ class TreeEnsemble:
             return out
         known = np.zeros((0, 8), np.uint32)
         f_idx = np.zeros(self.n_features, np.uint32)
+        threads = _PREDICT_THREADS if x.shape[0] >= 4096 else 1
         for tree in self._trees():
-            out += tree.predict(x, known, f_idx, 1)
+            out += tree.predict(x, known, f_idx, threads)
         return out
 
     def save(self, path: Path) -> None:
