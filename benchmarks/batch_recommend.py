@@ -15,13 +15,15 @@ Measured, all with ``--threads`` threads (default 2) and top-``--k`` (default 10
 every user, seen items excluded:
 
 * ``bound``: the users x items matrix product alone, in the blocks the model uses
-  (``recsys.models.base`` scores 64 MiB blocks), both as one BLAS call per block with
+  (``recsys.models.base._BLOCK_BYTES``, 64 MiB), both as one BLAS call per block with
   ``threads`` BLAS threads and as a pool of ``threads`` Python threads with one BLAS
   thread each; the faster is the bound.
 * ``implicit``: implicit's own batched ``AlternatingLeastSquares.recommend(userids,
   user_items, N=k)`` on the same factors (its C++ top-k, ``num_threads=threads``, BLAS
   at one thread as implicit asks).
 * ``jobs_local``: :func:`recsys.jobs.run_batch` in fresh subprocesses, the local engine
+  (its chunk threads call the model's ``recommend``, whose blocks run on one
+  process-wide pool of the usable CPUs, so the last chunk also uses every core)
   with two chunk sizes (``--chunk-sizes``), writing parquet: wall time, scoring time
   (``recommend_seconds``: the job without the artifact load), users/s, and peak memory,
   ``VmHWM`` of the process (reset after imports via ``/proc/self/clear_refs``) beside
@@ -68,7 +70,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 ROOT = Path(__file__).resolve().parents[1]
-BLOCK_BYTES = 64 * 1024 * 1024  # recsys.models.base scores blocks of this many bytes
+from recsys.models.base import _BLOCK_BYTES as BLOCK_BYTES  # noqa: E402  (the model's blocks)
 
 
 # ---------------------------------------------------------------------------- helpers

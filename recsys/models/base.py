@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import threading
 import zipfile
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -28,6 +32,9 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 _BLOCK_BYTES = 64 * 1024 * 1024  # dense score block budget per recommend chunk
+# Threads that score and rank the blocks of one recommend call (None: the usable CPUs);
+# 1 runs them in the caller. Results never depend on it.
+_RECOMMEND_THREADS: int | None = None
 
 
 class ModelConfig(BaseModel):
@@ -49,6 +56,7 @@ def check_is_fitted(model: BaseRecommender) -> None:
 
 
 _TOPK_GROUP = 8  # columns per group in the two-pass top-k of wide blocks
+_TOPK_ROWS_BYTES = 4 * 1024 * 1024  # rows of a wide block the grouped top-k takes at once
 
 
 def topk(scores: NDArray[np.float32], k: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
@@ -66,6 +74,9 @@ def topk(scores: NDArray[np.float32], k: int) -> tuple[NDArray[np.int64], NDArra
     of those groups (``k`` groups each hold an item scoring at least the ``k``-th largest
     group maximum), so the answer is exact; rows where another group ties that maximum,
     or with NaN or fewer than ``k`` finite scores, are redone by the one-pass selection.
+    The ``k`` groups are found the same way one level up when there are many (groups of
+    8 groups, then the ``8 k`` groups inside the ``k`` best of those), and the block is
+    taken a few rows at a time, so the second pass reads rows still in the CPU cache.
 
     Parameters
     ----------
@@ -115,40 +126,116 @@ def _topk_exact(
 def _topk_grouped(
     scores: NDArray[np.float32], k: int
 ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
-    """Two-pass top-``k`` of a wide block (see :func:`topk`)."""
+    """Two-pass top-``k`` of a wide block, a few rows at a time (see :func:`topk`)."""
     n, n_items = scores.shape
-    g, n_groups = _TOPK_GROUP, n_items // _TOPK_GROUP
-    rem = n_items - n_groups * g
-    maxima = scores[:, : n_groups * g].reshape(n, g, n_groups).max(axis=1)
-    if rem:  # the last columns join groups 0..rem-1
-        np.maximum(maxima[:, :rem], scores[:, n_groups * g :], out=maxima[:, :rem])
-    thr = np.partition(maxima, n_groups - k, axis=1)[:, n_groups - k, None]
-    reach = maxima >= thr
-    # exact unless another group ties the k-th largest maximum or it is -inf; partition
-    # puts NaN last, so a row with NaN has fewer than k groups reaching thr (or a NaN thr)
-    exact = (np.count_nonzero(reach, axis=1) == k) & np.isfinite(thr[:, 0])
-    rows = np.flatnonzero(exact)
+    scores = np.ascontiguousarray(scores)  # the passes index the block's flat buffer
+    step = max(1, _TOPK_ROWS_BYTES // (4 * n_items))
+    if n <= step:
+        return _topk_grouped_rows(scores, k)
+    items = np.empty((n, k), np.int64)
+    top_vals = np.empty((n, k), np.float32)
+    for start in range(0, n, step):
+        sl = slice(start, start + step)
+        items[sl], top_vals[sl] = _topk_grouped_rows(scores[sl], k)
+    return items, top_vals
+
+
+def _topk_grouped_rows(
+    scores: NDArray[np.float32], k: int
+) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """Two-pass top-``k`` of a C-contiguous wide block (see :func:`topk`)."""
+    n = scores.shape[0]
+    rows, groups = _top_groups(_group_maxima(scores), k)
+    if len(rows) == n:
+        items, top_vals = _select_members(scores, rows, groups, k)
+        return items, top_vals
     items = np.empty((n, k), np.int64)
     top_vals = np.empty((n, k), np.float32)
     if len(rows):
-        hits = np.flatnonzero(reach if len(rows) == n else reach[rows])
-        groups = (hits % n_groups).reshape(len(rows), 1, k)
-        # candidate columns in increasing order: group j's members are j + n_groups * l
-        cand = (groups + n_groups * np.arange(g)[:, None]).reshape(len(rows), g * k)
-        if rem:
-            extra = groups[:, 0, :] + n_groups * g
-            cand = np.concatenate([cand, np.where(extra < n_items, extra, -1)], axis=1)
-        vals = np.take(scores.reshape(-1), cand + (rows * n_items)[:, None])
-        if rem:
-            vals[cand < 0] = -np.inf  # -1: no such column
-        sel_items, sel_vals = _select_by_key(vals, cand, k)
-        bad = np.isinf(sel_vals)  # +inf is not a score to recommend, as in _topk_exact
-        sel_items[bad], sel_vals[bad] = -1, np.nan
-        items[rows], top_vals[rows] = sel_items, sel_vals
-    redo = np.flatnonzero(~exact)
-    if len(redo):
-        items[redo], top_vals[redo] = _topk_exact(scores[redo], k)
+        items[rows], top_vals[rows] = _select_members(scores, rows, groups, k)
+    redo = np.ones(n, bool)
+    redo[rows] = False
+    redo_rows = np.flatnonzero(redo)
+    items[redo_rows], top_vals[redo_rows] = _topk_exact(scores[redo_rows], k)
     return items, top_vals
+
+
+def _group_maxima(x: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Maxima of the column groups of ``x``: group ``j`` = columns ``j + G l`` (``l < 8``,
+    ``G = m // 8``) and, for ``j < m - 8 G``, the last column ``8 G + j``."""
+    n, m = x.shape
+    g, n_groups = _TOPK_GROUP, m // _TOPK_GROUP
+    maxima = x[:, : n_groups * g].reshape(n, g, n_groups).max(axis=1)
+    if m > n_groups * g:  # the last columns join groups 0..rem-1
+        np.maximum(
+            maxima[:, : m - n_groups * g], x[:, n_groups * g :], out=maxima[:, : m - n_groups * g]
+        )
+    return maxima
+
+
+def _members(
+    x: NDArray[np.float32], rows: NDArray[np.int64], groups: NDArray[np.int64]
+) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """Flat positions in ``x`` and values of the members of ``groups`` (see
+    :func:`_group_maxima`) of ``x``'s rows ``rows``; a missing last member is ``-inf``."""
+    m = x.shape[1]
+    g, n_groups = _TOPK_GROUP, m // _TOPK_GROUP
+    base = groups + (rows * m)[:, None]
+    flat = (base[:, None, :] + n_groups * np.arange(g)[:, None]).reshape(
+        len(rows), g * groups.shape[1]
+    )
+    rem = m - n_groups * g
+    if rem:  # groups j < rem have a 9th member, column 8 G + j; the others a -inf slot
+        flat = np.concatenate([flat, np.where(groups < rem, base + n_groups * g, base)], axis=1)
+    vals = np.take(x.reshape(-1), flat)
+    if rem:
+        vals[:, g * groups.shape[1] :][groups >= rem] = -np.inf
+    return flat, vals
+
+
+def _top_groups(maxima: NDArray[np.float32], k: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Rows of ``maxima`` whose ``k`` largest entries are unambiguous, and their columns.
+
+    A row qualifies when exactly ``k`` entries reach its ``k``-th largest and that is
+    finite; NaN anywhere disqualifies it (group maxima carry NaN up every level). Wide
+    rows are narrowed first by the same search over their group maxima: the ``k``-th
+    largest entry is at least the ``k``-th largest group maximum, so every entry reaching
+    it lies in the ``k`` groups with the largest maxima.
+    """
+    n, m = maxima.shape
+    if m // _TOPK_GROUP >= max(2 * k, _TOPK_GROUP):
+        rows, groups = _top_groups(_group_maxima(maxima), k)
+        flat, vals = _members(maxima, rows, groups)
+        ok_extra = None
+    else:
+        rows, flat, vals = np.arange(n), None, maxima
+        ok_extra = ~np.isnan(maxima).any(axis=1)
+    c = vals.shape[1]
+    thr = np.partition(vals, c - k, axis=1)[:, c - k, None]
+    reach = vals >= thr
+    ok = (np.count_nonzero(reach, axis=1) == k) & np.isfinite(thr[:, 0])
+    if ok_extra is not None:
+        ok &= ok_extra
+    if not ok.all():
+        rows, reach = rows[ok], reach[ok]
+        if flat is not None:
+            flat = flat[ok]
+    hits = np.flatnonzero(reach)
+    if flat is None:
+        return rows, (hits % m).reshape(len(rows), k)
+    return rows, flat.reshape(-1)[hits].reshape(len(rows), k) - (rows * m)[:, None]
+
+
+def _select_members(
+    scores: NDArray[np.float32], rows: NDArray[np.int64], groups: NDArray[np.int64], k: int
+) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """Exact top-``k`` of ``scores``' rows ``rows`` among the members of ``groups``."""
+    flat, vals = _members(scores, rows, groups)
+    sel, sel_vals = _select_by_key(vals, flat, k)  # flat positions order as columns do
+    items = sel - (rows * scores.shape[1])[:, None]
+    bad = np.isinf(sel_vals)  # +inf is not a score to recommend, as in _topk_exact
+    items[bad], sel_vals[bad] = -1, np.nan
+    return items, sel_vals
 
 
 def _select_by_key(
@@ -176,8 +263,80 @@ def _select_by_key(
 
 def _mask_rows(scores: NDArray[np.float32], rows: sp.csr_matrix) -> None:
     """Set ``scores[r, j] = -inf`` for every stored entry ``(r, j)`` of ``rows``."""
+    n_items = scores.shape[1]
+    if scores.flags.c_contiguous:  # flat positions: cheaper than a 2-d fancy index
+        flat = np.repeat(np.arange(0, rows.shape[0] * n_items, n_items), np.diff(rows.indptr))
+        flat += rows.indices
+        scores.reshape(-1)[flat] = -np.inf
+        return
     r = np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr))
     scores[r, rows.indices] = -np.inf
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_threads = 0
+_pool_lock = threading.Lock()
+_in_pool = threading.local()
+
+
+def _forget_pool() -> None:  # a forked child does not inherit the parent's threads
+    global _pool, _pool_threads
+    _pool, _pool_threads = None, 0
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _recommend_threads() -> int:
+    if _RECOMMEND_THREADS is not None:
+        return max(1, _RECOMMEND_THREADS)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _block_pool(threads: int) -> ThreadPoolExecutor:
+    """The process-wide pool the blocks of :meth:`BaseRecommender.recommend` run on.
+
+    One pool for every caller: concurrent calls (the batch job's chunk threads) share its
+    threads, so a call that runs alone, such as the job's last chunk, still uses them all.
+    """
+    global _pool, _pool_threads
+    with _pool_lock:
+        if _pool is None or _pool_threads != threads:  # a replaced pool ends once unused
+            _pool = ThreadPoolExecutor(
+                threads, thread_name_prefix="recsys-blocks", initializer=_mark_pool_thread
+            )
+            _pool_threads = threads
+        return _pool
+
+
+def _mark_pool_thread() -> None:
+    _in_pool.active = True
+
+
+def _run_blocks(fn: Callable[[int], None], starts: Sequence[int]) -> None:
+    """``fn(start)`` for every block start, on the block pool when there are several.
+
+    Blocks write disjoint rows of the caller's output, so the result does not depend on
+    the order they run in. A call made from a pool thread runs its blocks in place (a
+    nested wait on the same pool could deadlock).
+    """
+    threads = _recommend_threads()
+    if threads == 1 or len(starts) < 2 or getattr(_in_pool, "active", False):
+        for start in starts:
+            fn(start)
+        return
+    pool = _block_pool(threads)
+    futures: list[Future[None]] = [pool.submit(fn, start) for start in starts]
+    try:
+        for fut in futures:
+            fut.result()
+    except BaseException:
+        for fut in futures:
+            fut.cancel()
+        raise
 
 
 class BaseRecommender(ABC):
@@ -306,7 +465,9 @@ class BaseRecommender(ABC):
         scores = np.empty((len(users), k), np.float32)
         bs = self._block_size()
         assert self.user_items_ is not None and self.item_popularity_ is not None
-        for start in range(0, len(users), bs):
+        user_items, popularity = self.user_items_, self.item_popularity_
+
+        def block_topk(start: int) -> None:
             sl = slice(start, start + bs)
             u, kn = users[sl], known[sl]
             if kn.all():  # the common case: score in place, no copy into a second block
@@ -315,15 +476,21 @@ class BaseRecommender(ABC):
                 block = np.empty((len(u), self.n_items), np.float32)
                 if kn.any():
                     block[kn] = self._score_users(u[kn])
-                block[~kn] = self.item_popularity_
+                block[~kn] = popularity
             if exclude_seen and kn.all():
-                _mask_rows(block, self.user_items_[u])
+                if u[-1] - u[0] == len(u) - 1 and (len(u) == 1 or (np.diff(u) == 1).all()):
+                    seen = user_items[u[0] : u[-1] + 1]  # a range of users: a cheap slice
+                else:
+                    seen = user_items[u]
+                _mask_rows(block, seen)
             elif exclude_seen and kn.any():
-                seen = self.user_items_[np.where(kn, u, 0)]
+                seen = user_items[np.where(kn, u, 0)]
                 seen = sp.csr_matrix(seen.multiply(kn[:, None].astype(np.float32)))
                 seen.eliminate_zeros()
                 _mask_rows(block, seen)
             items[sl], scores[sl] = topk(block, k)
+
+        _run_blocks(block_topk, range(0, len(users), bs))
         return items, scores
 
     # ------------------------------------------------------------------ persistence
