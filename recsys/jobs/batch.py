@@ -319,6 +319,9 @@ def recommend_table(
     Rows are those of ``Pipeline.recommend(user_ids, k, model=..., exclude_seen=...)``:
     users in input order, ranks ``1..k``, fewer rows only where the catalogue has fewer
     eligible items; unknown users get the popularity list with ``sources == "popular"``.
+    For a single model ``sources`` is a ``dictionary<int8, string>`` column of the
+    output's values (the model, or ``"popular"``), which the part writer stores as the
+    dictionary it is; written parts read back with the plain ``string`` type.
 
     Returns
     -------
@@ -339,20 +342,38 @@ def recommend_table(
             idx, spec.k, model=spec.model, exclude_seen=spec.exclude_seen
         )
     valid = items >= 0
-    rows = np.repeat(np.arange(len(user_ids)), valid.sum(axis=1))
-    ranks = np.cumsum(valid, axis=1, dtype=np.int32)[valid]
-    user_col = pa.array(user_ids, type=spec.schema.field("user_id").type).take(rows)
-    item_col = loaded.item_ids.take(items[valid])
+    n, width = items.shape
+    user_type = spec.schema.field("user_id").type
+    if valid.all():  # the common case: every list full, no boolean gathers
+        ranks = np.tile(np.arange(1, width + 1, dtype=np.int32), n)
+        item_idx, top_scores = items.reshape(-1), scores.reshape(-1)
+        if pa.types.is_int64(user_type) and user_ids.dtype.kind in "iu":
+            user_col = pa.array(np.repeat(user_ids.astype(np.int64), width))
+        else:
+            user_col = pa.array(user_ids, type=user_type).take(
+                np.repeat(np.arange(n, dtype=np.int64), width)
+            )
+        row_unknown = np.repeat(unknown, width)
+    else:
+        counts = valid.sum(axis=1)
+        rows = np.repeat(np.arange(n), counts)
+        ranks = np.cumsum(valid, axis=1, dtype=np.int32)[valid]
+        item_idx, top_scores = items[valid], scores[valid]
+        user_col = pa.array(user_ids, type=user_type).take(rows)
+        row_unknown = unknown[rows]
+    item_col = loaded.item_ids.take(item_idx)
     if per_item:
         source_col = pa.array(sources[valid].tolist(), pa.string())
     else:
-        source_col = pa.DictionaryArray.from_arrays(
-            pa.array(unknown.astype(np.int8)[rows]),
-            pa.array([spec.model, COLD_START_SOURCE], pa.string()),
-        ).cast(pa.string())
+        values = (
+            [spec.model] if spec.model == COLD_START_SOURCE else [spec.model, COLD_START_SOURCE]
+        )
+        codes = row_unknown.astype(np.int8) if len(values) == 2 else np.zeros(len(ranks), np.int8)
+        source_col = pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(values, pa.string()))
+    fields = [f.with_type(source_col.type) if f.name == "sources" else f for f in spec.schema]
     table = pa.Table.from_arrays(
-        [user_col, item_col, pa.array(ranks), pa.array(scores[valid]), source_col],
-        schema=spec.schema,
+        [user_col, item_col, pa.array(ranks), pa.array(top_scores), source_col],
+        schema=pa.schema(fields),
     )
     return table, int(unknown.sum())
 

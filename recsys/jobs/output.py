@@ -143,16 +143,70 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+# Parquet part encoding, per column: the codec only where it pays. Scores (distinct
+# floats) and item dictionary indices (bit-packed, near random) barely compress, so they
+# are stored uncompressed; the sorted user ids, the ranks and the sources are long runs
+# that zstd level 1 shrinks to almost nothing at little cost. Dictionary encoding goes
+# to the item ids (few distinct per part), the sources (given as an Arrow dictionary
+# array, whose indices the writer takes as they are) and string user ids; integer user
+# ids, in runs of ``k``, are cheaper plain. Statistics are skipped for the sources only.
+_PLAIN_TYPES = (pa.int64(), pa.int32(), pa.float32(), pa.float64(), pa.string())
+_UNCOMPRESSED = ("item_id", "score")
+
+
+def _parquet_options(table: pa.Table) -> tuple[pa.Table, dict[str, Any]]:
+    """The table to write and ``pq.write_table`` options for a part (see above).
+
+    A dictionary-typed column is written as its dictionary and indices; the Arrow schema
+    is then left out of the file (it would make readers return the dictionary type), so
+    every column reads back with its plain type. Where some column's type would not
+    survive that (not one of ``_PLAIN_TYPES``), dictionaries are decoded first and the
+    schema is kept.
+    """
+    schema = table.schema
+    store_schema = False
+    if any(pa.types.is_dictionary(f.type) for f in schema):
+        plain = [f.type.value_type if pa.types.is_dictionary(f.type) else f.type for f in schema]
+        if not all(t in _PLAIN_TYPES for t in plain):
+            table = table.cast(
+                pa.schema([f.with_type(t) for f, t in zip(schema, plain, strict=True)])
+            )
+            store_schema = True
+    else:
+        store_schema = True
+    names = table.column_names
+    dictionary = [
+        c
+        for c in names
+        if c in ("item_id", "sources")
+        or (c == "user_id" and not pa.types.is_integer(table.schema.field(c).type))
+    ]
+    compression = {c: "none" if c in _UNCOMPRESSED else "zstd" for c in names}
+    options: dict[str, Any] = {
+        "compression": compression,
+        "compression_level": {c: 1 for c, codec in compression.items() if codec == "zstd"},
+        "use_dictionary": dictionary,
+        "write_statistics": [c for c in names if c != "sources"],
+        "store_schema": store_schema,
+    }
+    return table, options
+
+
 def _encode(table: pa.Table, fmt: Literal["parquet", "csv"], sep: str) -> pa.Buffer:
     sink = pa.BufferOutputStream()
     if fmt == "parquet":
-        # dictionary-encode the id and source columns only: trying it on the float scores
-        # (all distinct) costs more than the rest of the encoding together
-        dictionary = [c for c in ("user_id", "item_id", "sources") if c in table.column_names]
-        pq.write_table(
-            table, sink, compression="zstd", compression_level=1, use_dictionary=dictionary
-        )
+        table, options = _parquet_options(table)
+        pq.write_table(table, sink, **options)
     else:
+        if any(pa.types.is_dictionary(f.type) for f in table.schema):
+            table = table.cast(
+                pa.schema(
+                    [
+                        f.with_type(f.type.value_type) if pa.types.is_dictionary(f.type) else f
+                        for f in table.schema
+                    ]
+                )
+            )
         options = pacsv.WriteOptions(include_header=False, delimiter=sep)
         pacsv.write_csv(table, sink, write_options=options)
     return sink.getvalue()

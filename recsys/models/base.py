@@ -13,8 +13,9 @@ import os
 import threading
 import zipfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -339,6 +340,54 @@ def _run_blocks(fn: Callable[[int], None], starts: Sequence[int]) -> None:
         raise
 
 
+class _BlockBuffers:
+    """Score-block buffers of the threads that run :meth:`BaseRecommender.recommend` blocks.
+
+    A fresh 64 MiB block is a fresh ``mmap``: the kernel faults in and zeroes every page
+    before the product can write it, which costs about a quarter of the product itself.
+    Each thread instead reuses one buffer for as long as some ``recommend`` call is
+    running; when the last one ends every buffer is released, so an idle process holds
+    none. A block is fully written before it is read, so nothing carries over; a nested
+    lease on the same thread (a model whose scoring recommends) gets a fresh array.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active = 0
+        self._local = threading.local()
+
+    def __enter__(self) -> _BlockBuffers:
+        with self._lock:
+            self._active += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._active -= 1
+            if self._active == 0:  # the buffers go with the old thread-local object
+                self._local = threading.local()
+
+    @contextmanager
+    def lease(self, rows: int, cols: int) -> Iterator[NDArray[np.float32]]:
+        """A C-contiguous ``(rows, cols) float32`` scratch array for the calling thread."""
+        local = self._local
+        if getattr(local, "busy", False):
+            yield np.empty((rows, cols), np.float32)
+            return
+        buf: NDArray[np.float32] | None = getattr(local, "buf", None)
+        if buf is None or buf.size < rows * cols:
+            local.buf = None  # free the smaller one before allocating
+            buf = local.buf = np.empty(rows * cols, np.float32)
+        local.busy = True
+        try:
+            yield buf[: rows * cols].reshape(rows, cols)
+        finally:
+            local.busy = False
+
+
+_block_buffers = _BlockBuffers()
+
+
 class BaseRecommender(ABC):
     """Base of the matrix-style models (popular, KNN, factor models).
 
@@ -412,6 +461,17 @@ class BaseRecommender(ABC):
     def _score_users(self, user_idx: NDArray[np.int64]) -> NDArray[np.float32]:
         """Dense ``(len(user_idx), n_items) float32`` scores of known users."""
 
+    def _score_users_into(
+        self, user_idx: NDArray[np.int64], out: NDArray[np.float32]
+    ) -> NDArray[np.float32]:
+        """Scores of known users, as :meth:`_score_users`, written into ``out`` if possible.
+
+        ``out`` is a C-contiguous ``(len(user_idx), n_items) float32`` scratch block the
+        caller reuses; the returned block is ``out`` or a new array and must equal
+        :meth:`_score_users` bit for bit. The default ignores ``out``.
+        """
+        return self._score_users(user_idx)
+
     # ------------------------------------------------------------------ shapes
     @property
     def n_users(self) -> int:
@@ -470,27 +530,29 @@ class BaseRecommender(ABC):
         def block_topk(start: int) -> None:
             sl = slice(start, start + bs)
             u, kn = users[sl], known[sl]
-            if kn.all():  # the common case: score in place, no copy into a second block
-                block = self._score_users(u)
-            else:
-                block = np.empty((len(u), self.n_items), np.float32)
-                if kn.any():
-                    block[kn] = self._score_users(u[kn])
-                block[~kn] = popularity
-            if exclude_seen and kn.all():
-                if u[-1] - u[0] == len(u) - 1 and (len(u) == 1 or (np.diff(u) == 1).all()):
-                    seen = user_items[u[0] : u[-1] + 1]  # a range of users: a cheap slice
+            with _block_buffers.lease(len(u), self.n_items) as buf:
+                if kn.all():  # the common case: score in place, no copy into a second block
+                    block = self._score_users_into(u, buf)
                 else:
-                    seen = user_items[u]
-                _mask_rows(block, seen)
-            elif exclude_seen and kn.any():
-                seen = user_items[np.where(kn, u, 0)]
-                seen = sp.csr_matrix(seen.multiply(kn[:, None].astype(np.float32)))
-                seen.eliminate_zeros()
-                _mask_rows(block, seen)
-            items[sl], scores[sl] = topk(block, k)
+                    block = buf
+                    if kn.any():
+                        block[kn] = self._score_users(u[kn])
+                    block[~kn] = popularity
+                if exclude_seen and kn.all():
+                    if u[-1] - u[0] == len(u) - 1 and (len(u) == 1 or (np.diff(u) == 1).all()):
+                        seen = user_items[u[0] : u[-1] + 1]  # a range of users: a cheap slice
+                    else:
+                        seen = user_items[u]
+                    _mask_rows(block, seen)
+                elif exclude_seen and kn.any():
+                    seen = user_items[np.where(kn, u, 0)]
+                    seen = sp.csr_matrix(seen.multiply(kn[:, None].astype(np.float32)))
+                    seen.eliminate_zeros()
+                    _mask_rows(block, seen)
+                items[sl], scores[sl] = topk(block, k)
 
-        _run_blocks(block_topk, range(0, len(users), bs))
+        with _block_buffers:
+            _run_blocks(block_topk, range(0, len(users), bs))
         return items, scores
 
     # ------------------------------------------------------------------ persistence

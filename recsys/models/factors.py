@@ -217,6 +217,20 @@ class FactorModel(HistoryFoldIn):
             scores[empty] = self.item_popularity_
         return scores
 
+    def _score_users_into(
+        self, user_idx: NDArray[np.int64], out: NDArray[np.float32]
+    ) -> NDArray[np.float32]:
+        # the same BLAS product as _score_users, written into the caller's reused block
+        assert self.user_factors_ is not None and self.item_factors_ is not None
+        assert self.user_items_ is not None and self.item_popularity_ is not None
+        if self.user_factors_.dtype != np.float32 or self.item_factors_.dtype != np.float32:
+            return self._score_users(user_idx)
+        np.matmul(self.user_factors_[user_idx], self.item_factors_.T, out=out)
+        empty = np.diff(self.user_items_.indptr)[user_idx] == 0
+        if empty.any():  # nothing was learned for them: the cold-start answer
+            out[empty] = self.item_popularity_
+        return out
+
     def _score_history(self, histories: sp.csr_matrix) -> NDArray[np.float32]:
         assert self.item_factors_ is not None
         vectors = self._fold_in(self._binary_histories(histories))

@@ -132,3 +132,58 @@ def test_a_failing_block_raises_in_the_caller() -> None:
 
     with pytest.raises(ValueError, match="block 2"):
         _run_blocks(boom, range(5))
+
+
+# ---------------------------------------------------------------------------- reused score blocks
+class _FreshBlocks(ALS):
+    """ALS scoring every block into a new array (the path before reused buffers)."""
+
+    def _score_users_into(self, user_idx: np.ndarray, out: np.ndarray) -> np.ndarray:
+        return self._score_users(user_idx)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("exclude_seen", [True, False])
+def test_scoring_into_reused_blocks_equals_fresh_blocks(
+    als: ALS, monkeypatch: pytest.MonkeyPatch, threads: int, exclude_seen: bool
+) -> None:
+    """Reused buffers (shrinking last blocks, unknown users mixed in, +-inf scores) give
+    exactly the answer of fresh blocks."""
+    fresh = _FreshBlocks(**als.config.model_dump())
+    fresh.__dict__.update({k: v for k, v in als.__dict__.items() if k != "config"})
+    fresh.user_factors_ = als.user_factors_.copy()
+    fresh.user_factors_[6, 0] = np.inf
+    model = ALS(**als.config.model_dump())
+    model.__dict__.update({k: v for k, v in fresh.__dict__.items() if k != "config"})
+    monkeypatch.setattr(model_base, "_BLOCK_BYTES", 23 * 4 * als.n_items)  # 23 users a block
+    monkeypatch.setattr(model_base, "_RECOMMEND_THREADS", threads)
+    rng = np.random.default_rng(2)
+    users = np.concatenate([np.arange(als.n_users), [-1, als.n_users + 3]])
+    for batch in (users, rng.permutation(users), users[:7], users[-30:]):
+        _assert_same(
+            model.recommend(batch, k=9, exclude_seen=exclude_seen),
+            fresh.recommend(batch, k=9, exclude_seen=exclude_seen),
+        )
+
+
+def test_factor_scores_into_a_buffer_equal_the_fresh_product(als: ALS) -> None:
+    users = np.arange(0, als.n_users, 3)
+    out = np.full((len(users), als.n_items), 7.0, np.float32)
+    got = als._score_users_into(users, out)
+    assert got is out
+    np.testing.assert_array_equal(got, als._score_users(users))
+
+
+def test_block_buffers_are_per_thread_and_released_after_the_last_call() -> None:
+    buffers = model_base._BlockBuffers()
+    with buffers:
+        with buffers.lease(3, 4) as a:
+            a[:] = 1.0
+            with buffers.lease(3, 4) as nested:  # a nested lease never aliases the outer
+                assert not np.shares_memory(a, nested)
+        with buffers.lease(2, 5) as b:  # the same thread reuses its buffer
+            assert np.shares_memory(a, b) and b.shape == (2, 5) and b.flags.c_contiguous
+        with buffers.lease(4, 4) as c:  # a larger block gets a larger buffer
+            assert c.shape == (4, 4) and not np.shares_memory(a, c)
+        kept = buffers._local
+    assert buffers._local is not kept  # no call running: the buffers are dropped
