@@ -336,11 +336,11 @@ class CandidateGenerator:
             items, scores = model.recommend(
                 np.full(1, -1, np.int64), min(k + extra, q.n_items), exclude_seen=False
             )
-            return SourceList(
-                spec.name,
-                np.broadcast_to(items, (n, items.shape[1])).copy(),
-                np.broadcast_to(scores, (n, scores.shape[1])).copy(),
-            )
+            items = np.broadcast_to(items, (n, items.shape[1]))
+            scores = np.broadcast_to(scores, (n, scores.shape[1]))
+            if exclude_seen:
+                items, scores = _first_unseen(items, scores, q.history, k)
+            return SourceList(spec.name, items.copy(), scores.copy())
         if spec.kind == "covisit":
             assert self.covisitation is not None
             rows = has_recent & warm
@@ -359,6 +359,8 @@ class CandidateGenerator:
             extra = (q.history_lengths[rows] - np.diff(seeds.indptr)).max(initial=0)
             fetch = min(k + (int(extra) if exclude_seen else 0), q.n_items)
             items, scores = model.recommend_for_history(seeds, fetch, exclude_seen=True)
+            if exclude_seen:
+                items, scores = _first_unseen(items, scores, q.history[rows], k)
             return SourceList.scatter(spec.name, n, rows, items, scores)
         if spec.kind == "content":
             rows = has_recent & warm
@@ -467,6 +469,31 @@ class CandidateGenerator:
             return cls(components, specs, config, int(meta["candidates"]), indexes, covis)
         except ConfigError as exc:
             raise ArtifactError(f"retrieval: {path}: {exc}") from exc
+
+
+def _first_unseen(
+    items: NDArray[np.int64], scores: NDArray[np.float32], history: sp.csr_matrix, k: int
+) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """Each row's first ``k`` entries that are not in its ``history`` row, in list order.
+
+    Over-fetched lists (a batch fetches for its longest history) are cut back to what the
+    row alone would get, so a row's candidates never depend on the other rows of a batch.
+    """
+    n, width = items.shape
+    n_items = history.shape[1]
+    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(history.indptr))
+    seen = rows * n_items + history.indices.astype(np.int64)
+    keys = np.arange(n, dtype=np.int64)[:, None] * n_items + np.maximum(items, 0)
+    drop = (items < 0) | np.isin(keys, seen)
+    order = np.argsort(drop, axis=1, kind="stable")[:, :k]
+    out_i = np.take_along_axis(items, order, 1)
+    out_s = np.take_along_axis(scores, order, 1).astype(np.float32)
+    gone = np.take_along_axis(drop, order, 1)
+    out_i[gone], out_s[gone] = -1, np.nan
+    if width < k:
+        out_i = np.pad(out_i, ((0, 0), (0, k - width)), constant_values=-1)
+        out_s = np.pad(out_s, ((0, 0), (0, k - width)), constant_values=np.nan)
+    return out_i, out_s
 
 
 def _dir_name(source: str) -> str:

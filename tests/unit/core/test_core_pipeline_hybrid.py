@@ -227,3 +227,31 @@ def test_config_sections_of_the_two_stages(tmp_path: Path) -> None:
     ):
         with pytest.raises(ConfigError, match=match):
             load_config(**{section: text})
+
+
+def test_a_users_list_does_not_depend_on_the_batch(fitted: Pipeline) -> None:
+    # the batch job and the serving warm-up compute lists in blocks of users; every user
+    # must get the list a single call gives (sources over-fetch for the longest history)
+    users = np.arange(len(fitted.user_map))
+    items, scores, sources = fitted.recommend_lists(users, 5)
+    for u in users[:: max(1, len(users) // 12)]:
+        one_i, one_s, one_src = fitted.recommend_lists([u], 5)
+        assert one_i[0].tolist() == items[u].tolist()
+        np.testing.assert_allclose(one_s[0], scores[u], rtol=1e-5)
+        assert one_src[0].tolist() == sources[u].tolist()
+
+
+def test_candidates_of_a_row_do_not_depend_on_the_batch(fitted: Pipeline) -> None:
+    # every source's list for a row, whatever else is in the batch (popular and the
+    # neighbours of recent items over-fetch for the batch's longest history)
+    hybrid = fitted.hybrid
+    items = list(fitted.item_map.ids)
+    histories = [items[:1], items[5:25], items[40:42], items[:30:3]]
+    q_all = hybrid.queries_for_histories(fitted._histories(histories, ordered=True))
+    for spec in hybrid.generator.specs:
+        batch = hybrid.generator._propose(spec, q_all, 5, True)
+        for r, h in enumerate(histories):
+            q = hybrid.queries_for_histories(fitted._histories([h], ordered=True))
+            one = hybrid.generator._propose(spec, q, 5, True)
+            mine = [i for i in one.items[0].tolist() if i >= 0]
+            assert mine == [i for i in batch.items[r].tolist() if i >= 0], spec.name
