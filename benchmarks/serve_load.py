@@ -12,8 +12,9 @@ Phases, all against one server process (1 worker) on 127.0.0.1:
    ``/recommend`` throughput >= 30% of ``/healthz`` throughput measured in the same run.
 
 Each configuration gets a fresh server: ``default`` (as shipped: plain top lists are cached
-per loaded model) and ``no_cache`` (``RECSYS_RECOMMEND_CACHE_SIZE=0``: every request pays for
-its model call), so the model's own cost is on record too. The goals are checked on the first
+per loaded model, and the most active users' lists are computed in batches before the server
+reports ready) and ``no_cache`` (``RECSYS_RECOMMEND_CACHE_SIZE=0``: every request pays for its
+model call), so the model's own cost is on record too. The goals are checked on the first
 configuration run.
 
 The load generator is this process (raw asyncio HTTP/1.1 with keep-alive, much lighter than

@@ -82,6 +82,11 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Serve an artifact over HTTP: /recommend, /similar-items, /events, "
         "/healthz, /readyz, /metrics, /admin/reload (needs RECSYS_ADMIN_KEY) and a demo "
         "page at /. The artifact is verified before the server starts.",
+        epilog="environment: RECSYS_ADMIN_KEY, RECSYS_EVENTS_LOG, RECSYS_MAX_BODY_BYTES, "
+        "RECSYS_MAX_EVENTS_PER_USER, RECSYS_RECOMMEND_CACHE_SIZE (plain lists cached per "
+        "model, default 50000; 0 = off), RECSYS_RECOMMEND_WARM_USERS and "
+        "RECSYS_RECOMMEND_WARM_K (lists computed before serving, default 5000 users x top "
+        "20), RECSYS_LOG_REQUESTS (see recsys.serving.settings.Settings)",
     )
     return _configure(parser)
 

@@ -57,12 +57,13 @@ _List = tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.object_]]
 
 
 class ListCache:
-    """A bounded LRU of plain top lists of one loaded model: ``(user_idx, k, component)``
-    -> ``(items, scores)``.
+    """A bounded LRU of plain top lists of one loaded model: ``(user_idx, component)`` ->
+    ``(items, scores, sources)``, the longest list computed for that user.
 
-    A plain list depends on nothing but the model and those three values (users with online
-    events or ``recent_items`` take the fold-in path and never reach the cache), and every
-    loaded model has its own cache, so an entry can never be stale. Arrays are read-only.
+    Lists are sorted with deterministic tie-breaking, so the first ``k`` entries of a longer
+    list are exactly the top-``k`` list: one entry answers every ``k`` up to its length.
+    Users with online events or ``recent_items`` take the fold-in path and never reach the
+    cache, and every loaded model has its own cache. Arrays are read-only.
 
     Stability: internal
 
@@ -74,21 +75,23 @@ class ListCache:
 
     def __init__(self, max_size: int) -> None:
         self.max_size = max_size
-        self._data: OrderedDict[tuple[int, int, str | None], _List] = OrderedDict()
+        self._data: OrderedDict[tuple[int, str | None], _List] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[int, int, str | None]) -> _List | None:
-        """The cached lists of ``key``, or ``None``."""
+    def get(self, key: tuple[int, str | None], k: int) -> _List | None:
+        """The top-``k`` list of ``key``, or ``None`` when no list of ``k`` or more is kept."""
         if not self.max_size:
             return None
         with self._lock:
             value = self._data.get(key)
-            if value is not None:
-                self._data.move_to_end(key)
-            return value
+            if value is None or len(value[0]) < k:
+                return None
+            self._data.move_to_end(key)
+        return (value[0][:k], value[1][:k], value[2][:k])
 
-    def put(self, key: tuple[int, int, str | None], value: _List) -> None:
-        """Keep a read-only copy of ``value``, evicting the least recently used entry."""
+    def put(self, key: tuple[int, str | None], value: _List) -> None:
+        """Keep a read-only copy of ``value`` (unless a longer list is kept), evicting the
+        least recently used entry."""
         if not self.max_size:
             return
         # never pin a whole batch's arrays
@@ -96,6 +99,9 @@ class ListCache:
         for arr in value:
             arr.setflags(write=False)
         with self._lock:
+            kept = self._data.get(key)
+            if kept is not None and len(kept[0]) > len(value[0]):
+                value = kept
             self._data[key] = value
             self._data.move_to_end(key)
             while len(self._data) > self.max_size:
@@ -143,10 +149,14 @@ class LoadedModel:
     cache: ListCache
 
     @classmethod
-    def load(cls, path: Path, *, cache_size: int = 0) -> LoadedModel:
+    def load(
+        cls, path: Path, *, cache_size: int = 0, warm_users: int = 0, warm_k: int = 20
+    ) -> LoadedModel:
         """Load and verify an artifact (every checksum first).
 
-        ``cache_size`` bounds the cache of plain top lists (0: no cache).
+        ``cache_size`` bounds the cache of plain top lists (0: no cache). ``warm_users``
+        of the most active users get their top-``warm_k`` list computed now, in batches
+        (:meth:`warm`), so the first requests do not each pay for a model call.
 
         Raises
         ------
@@ -164,7 +174,7 @@ class LoadedModel:
             raise ArtifactError(
                 f"artifact {path} refused: cannot load it ({type(exc).__name__}: {exc})"
             ) from exc
-        return cls(
+        model = cls(
             pipeline=pipeline,
             path=Path(path),
             version=pipeline.version,
@@ -176,6 +186,29 @@ class LoadedModel:
             load_seconds=time.perf_counter() - t0,
             cache=ListCache(cache_size),
         )
+        model.warm(warm_users, warm_k)
+        return model
+
+    def warm(self, n_users: int, k: int, *, block: int = 1024) -> int:
+        """Fill the list cache with the top-``k`` lists of the ``n_users`` most active users.
+
+        Lists are computed in blocks of users by the pipeline's batched path (the batch
+        job's), at most as many as the cache holds. Returns how many were computed.
+        """
+        n = min(n_users, self.cache.max_size, self.seen.shape[0])
+        if n <= 0:
+            return 0
+        t0 = time.perf_counter()
+        k = min(k, len(self.items))
+        activity = np.diff(self.seen.indptr)
+        users = np.sort(np.argsort(-activity, kind="stable")[:n])
+        for lo in range(0, n, block):
+            chunk = users[lo : lo + block]
+            items, scores, sources = self.pipeline.recommend_lists(chunk, k)
+            for r, u in enumerate(chunk.tolist()):
+                self.cache.put((u, None), (items[r], scores[r], sources[r]))
+        logger.info("warmed list cache users=%d k=%d seconds=%.2f", n, k, time.perf_counter() - t0)
+        return n
 
     def feed_feature_store(self, records: list[EventRecord]) -> None:
         """Fold events into the feature store's online view (``FeatureStore.append``), so
@@ -291,9 +324,9 @@ class _Plan:
         return self.fast and self.blocked is None and self.model.cache.max_size > 0
 
     @property
-    def cache_key(self) -> tuple[int, int, str | None]:
+    def cache_key(self) -> tuple[int, str | None]:
         """Key of the plain list in :class:`ListCache`."""
-        return (self.uidx, self.k_fetch, self.req.model)
+        return (self.uidx, self.req.model)
 
 
 _Lists = list[_List]
@@ -391,6 +424,16 @@ class RecommendService:
         )
 
     # ------------------------------------------------------------------ lifecycle
+    def _load_model(self, path: Path) -> LoadedModel:
+        """Load an artifact with this server's cache settings (and warm its list cache)."""
+        st = self.settings
+        return LoadedModel.load(
+            path,
+            cache_size=st.recommend_cache_size,
+            warm_users=st.recommend_warm_users,
+            warm_k=st.recommend_warm_k,
+        )
+
     def start(self) -> None:
         """Load the configured artifact and replay the event log.
 
@@ -399,9 +442,7 @@ class RecommendService:
         ArtifactError
             If the artifact is missing or damaged (the server must not start).
         """
-        model = LoadedModel.load(
-            self.settings.artifact, cache_size=self.settings.recommend_cache_size
-        )
+        model = self._load_model(self.settings.artifact)
         self._log = EventLog(self.settings.events_path)
         self._state = self._new_state(model)
         _freeze_heap("start")
@@ -478,7 +519,7 @@ class RecommendService:
     def _cached(self, plan: _Plan) -> _List | None:
         if not plan.cacheable:
             return None
-        hit = plan.model.cache.get(plan.cache_key)
+        hit = plan.model.cache.get(plan.cache_key, plan.k_fetch)
         self.metrics.count_cache(hit is not None)
         return hit
 
@@ -744,7 +785,7 @@ class RecommendService:
             old = self.state
             target = Path(artifact) if artifact is not None else old.model.path
             try:
-                model = LoadedModel.load(target, cache_size=self.settings.recommend_cache_size)
+                model = self._load_model(target)
             except ArtifactError as exc:
                 self.metrics.count_reload("refused")
                 logger.error(

@@ -166,7 +166,7 @@ def metric(client: TestClient, name: str) -> float:
 def test_plain_lists_are_cached_per_model(
     make_client: Callable[..., TestClient], admin_headers: dict[str, str]
 ) -> None:
-    client = make_client()
+    client = make_client(recommend_warm_users=0)
     first = client.get("/recommend/u12?k=4").json()
     assert client.get("/recommend/u12?k=4").json() == first
     assert client.post("/recommend/batch", json={"requests": [{"user_id": "u12", "k": 4}]}).json()[
@@ -183,6 +183,18 @@ def test_plain_lists_are_cached_per_model(
     client.post("/admin/reload", headers=admin_headers)
     assert client.get("/recommend/u12?k=4").json()["items"] == first["items"]
     assert metric(client, 'recsys_recommend_cache_total{result="miss"}') == 2
+    # one list per user answers every shorter k
+    shorter = client.get("/recommend/u12?k=2").json()
+    assert shorter["items"] == first["items"][:2]
+    assert metric(client, 'recsys_recommend_cache_total{result="hit"}') == 3
+    # warmed at start-up: every known user's list is there before the first request
+    warm = make_client(recommend_warm_k=10)
+    assert warm.get("/recommend/u12?k=4").json()["items"] == first["items"]
+    assert warm.get("/recommend/u03?k=10").status_code == 200
+    assert metric(warm, "recsys_model_calls_total") == 0
+    assert metric(warm, 'recsys_recommend_cache_total{result="hit"}') == 2
+    assert warm.get("/recommend/u03?k=11").status_code == 200  # longer than warmed
+    assert metric(warm, "recsys_model_calls_total") == 1
     uncached = make_client(recommend_cache_size=0)
     for _ in range(2):
         assert uncached.get("/recommend/u12?k=4").json() == first
@@ -392,8 +404,10 @@ def test_health_ready_metrics(client: TestClient) -> None:
     )
     assert 'recsys_recommendations_total{strategy="cold_start"} 1' in text
     assert "recsys_cold_start_ratio 0.5" in text
-    assert "recsys_model_calls_total 2" in text
-    assert "recsys_model_call_lists_total 2" in text
+    # u01's list was warmed at start-up (a cache hit); the unknown user's is computed
+    assert "recsys_model_calls_total 1" in text
+    assert "recsys_model_call_lists_total 1" in text
+    assert 'recsys_recommend_cache_total{result="hit"} 1' in text
     version = client.get("/readyz").json()["model_version"]
     assert f'recsys_model_info{{version="{version}"}} 1' in text
 

@@ -20,7 +20,7 @@ from recsys.serving.errors import BadRequestError
 from recsys.serving.events import EventLog, EventRecord, OnlineState
 from recsys.serving.ids import IdCodec
 from recsys.serving.metrics import Metrics
-from recsys.serving.service import ListCache, _fast_lists, _MicroBatcher
+from recsys.serving.service import ListCache, LoadedModel, _fast_lists, _MicroBatcher
 
 
 # ---------------------------------------------------------------------------- ids
@@ -157,20 +157,44 @@ def test_list_cache_is_a_bounded_lru() -> None:
         (np.arange(3, dtype=np.int64), np.ones(3, np.float32), np.array(["a", "b", "c|d"], object))
         for _ in range(3)
     ]
-    cache.put((1, 3, None), lists[0])
-    cache.put((2, 3, None), lists[1])
-    assert cache.get((1, 3, None)) is not None  # now the most recently used
-    cache.put((3, 3, None), lists[2])
-    assert cache.get((2, 3, None)) is None and len(cache) == 2
-    items, _, sources = cache.get((1, 3, None))  # type: ignore[misc]
+    cache.put((1, None), lists[0])
+    cache.put((2, None), lists[1])
+    assert cache.get((1, None), 3) is not None  # now the most recently used
+    cache.put((3, None), lists[2])
+    assert cache.get((2, None), 3) is None and len(cache) == 2
+    items, _, sources = cache.get((1, None), 3)  # type: ignore[misc]
     with pytest.raises(ValueError, match="read-only"):
         items[0] = 7
     with pytest.raises(ValueError, match="read-only"):
         sources[0] = "x"
     assert lists[0][0].flags.writeable  # the caller's arrays are untouched
+    # one list answers every shorter k; a longer k is a miss; a shorter put keeps the longer
+    assert cache.get((1, None), 2)[0].tolist() == [0, 1]  # type: ignore[index]
+    assert cache.get((1, None), 4) is None
+    cache.put((1, None), (np.arange(1), np.ones(1, np.float32), np.array(["a"], object)))
+    assert cache.get((1, None), 3) is not None
     off = ListCache(0)
-    off.put((1, 3, None), lists[0])
-    assert off.get((1, 3, None)) is None and len(off) == 0
+    off.put((1, None), lists[0])
+    assert off.get((1, None), 3) is None and len(off) == 0
+
+
+def test_warm_cache_holds_the_pipeline_lists(tiny_artifact: Path, tiny_pipeline: Pipeline) -> None:
+    model = LoadedModel.load(tiny_artifact, cache_size=1000, warm_users=8, warm_k=6)
+    assert len(model.cache) == 8
+    activity = np.diff(model.seen.indptr)
+    warmed = [u for u in range(len(activity)) if model.cache.get((u, None), 1) is not None]
+    # the most active users, and exactly the lists the pipeline gives for every k <= 6
+    assert sorted(activity[warmed]) == sorted(np.sort(activity)[::-1][:8])
+    for u in warmed[:3]:
+        for k in (1, 3, 6):
+            items, scores, sources = model.cache.get((u, None), k)  # type: ignore[misc]
+            want_i, want_s, want_src = tiny_pipeline.recommend_lists([u], k)
+            assert items.tolist() == want_i[0].tolist()
+            np.testing.assert_allclose(scores, want_s[0], rtol=1e-6)
+            assert sources.tolist() == want_src[0].tolist()
+        assert model.cache.get((u, None), 7) is None  # longer than warmed: computed on demand
+    cold = LoadedModel.load(tiny_artifact, cache_size=0, warm_users=8)
+    assert len(cold.cache) == 0
 
 
 # ---------------------------------------------------------------------------- batching
