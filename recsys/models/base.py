@@ -103,6 +103,9 @@ def _topk_exact(
     kk = min(k, n_items)
     if n == 0 or kk == 0:
         return np.full((n, k), -1, np.int64), np.full((n, k), np.nan, np.float32)
+    nan = np.isnan(scores)
+    if nan.any():  # NaN is no score: rank it as ineligible (-inf), padded out below
+        scores = np.where(nan, np.float32(-np.inf), scores)
     part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
     thr = np.take_along_axis(scores, part, axis=1).min(axis=1, keepdims=True)
     above = scores > thr

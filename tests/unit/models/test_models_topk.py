@@ -187,3 +187,14 @@ def test_block_buffers_are_per_thread_and_released_after_the_last_call() -> None
             assert c.shape == (4, 4) and not np.shares_memory(a, c)
         kept = buffers._local
     assert buffers._local is not kept  # no call running: the buffers are dropped
+
+
+def test_rows_of_nan_scores_get_padding() -> None:
+    scores = np.array(
+        [[np.nan] * 6, [0.5, np.nan, 0.7, np.nan, 0.1, np.nan], [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]],
+        np.float32,
+    )
+    items, vals = topk(scores, 4)
+    assert items.tolist() == [[-1, -1, -1, -1], [2, 0, 4, -1], [5, 4, 3, 2]]
+    assert np.isnan(vals[0]).all() and np.isnan(vals[1, 3])
+    np.testing.assert_allclose(vals[1, :3], [0.7, 0.5, 0.1])
