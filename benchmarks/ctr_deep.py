@@ -42,6 +42,9 @@ full retrain fits ``old + new``. All are scored on ``test`` with point-in-time f
 
 ``--part tune``: a small grid on the VALID split (test never looked at) for the
 hyperparameters the defaults come from; results under ``"tuning"``.
+
+The JSON keeps the parts a run does not redo from the previous file; each part records the
+``command`` and ``date`` that produced it (``null`` where an older file did not say).
 """
 
 from __future__ import annotations
@@ -710,6 +713,29 @@ def _versions() -> dict[str, Any]:
     return out
 
 
+#: the parts each ``--part`` value runs, and the result key of each part
+_PART_KEYS = {
+    "ctr": {"ctr"},
+    "finetune": {"finetune"},
+    "tune": {"tuning"},
+    "all": {"ctr", "finetune"},
+}
+
+
+def _with_provenance(part: dict[str, Any], key: str, previous: dict[str, Any]) -> dict[str, Any]:
+    """A part kept from the previous JSON, with the ``command`` and ``date`` that produced
+    it: its own when recorded, else the previous file's when that command ran this part,
+    else ``None`` (a file written before parts carried their own)."""
+    if "command" in part:
+        return part
+    command = str(previous.get("command", ""))
+    words = command.split()
+    which = words[words.index("--part") + 1] if "--part" in words[:-1] else "all"
+    if command and key in _PART_KEYS.get(which, set()):
+        return {"command": command, "date": previous.get("date"), **part}
+    return {"command": None, "date": None, **part}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--part", choices=["ctr", "finetune", "tune", "all"], default="all")
@@ -758,13 +784,14 @@ def main() -> None:
     }
     for key in ("ctr", "finetune", "tuning"):
         if key in previous:
-            result[key] = previous[key]
+            result[key] = _with_provenance(previous[key], key, previous)
+    stamp = {"command": result["command"], "date": result["date"]}
     if args.part in ("ctr", "all"):
-        result["ctr"] = part_ctr(args.seeds, args.threads)
+        result["ctr"] = {**stamp, **part_ctr(args.seeds, args.threads)}
     if args.part in ("finetune", "all"):
-        result["finetune"] = part_finetune(args.threads)
+        result["finetune"] = {**stamp, **part_finetune(args.threads)}
     if args.part == "tune":
-        result["tuning"] = part_tune(args.threads)
+        result["tuning"] = {**stamp, **part_tune(args.threads)}
     result["seconds"] = time.perf_counter() - started
     result["machine"] = _machine()
     args.json.parent.mkdir(parents=True, exist_ok=True)

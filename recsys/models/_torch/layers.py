@@ -11,7 +11,7 @@ Stability: internal
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -126,6 +126,44 @@ class MLP(nn.Module):
         return self.layers(x)
 
 
+class _ConstantSparseProduct(torch.autograd.Function):
+    """``matrix @ weight`` for a constant sparse ``matrix``, differentiable in ``weight``
+    (``grad_weight = matrix_t @ grad``, with the transpose built once by the caller)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, weight: torch.Tensor, matrix: torch.Tensor, matrix_t: torch.Tensor
+    ) -> torch.Tensor:
+        ctx.matrix_t = matrix_t
+        return matrix @ weight
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:  # type: ignore[override]
+        if not ctx.needs_input_grad[0]:
+            return None, None, None
+        return ctx.matrix_t @ grad.contiguous(), None, None
+
+
+class _PoolingCache:
+    """The item table's pooling as a sparse matrix, built on first use.
+
+    Derived from the buffers, so it is not module state: a copy or a pickle of the module
+    starts empty, and :meth:`EmbeddingArch.set_tables`, :meth:`EmbeddingArch.grow` and a
+    move to another device make it stale (its key no longer matches).
+    """
+
+    def __init__(self) -> None:
+        self.key: tuple[Any, ...] | None = None
+        self.matrix: torch.Tensor | None = None
+        self.matrix_t: torch.Tensor | None = None
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _PoolingCache:
+        return _PoolingCache()
+
+    def __reduce__(self) -> tuple[type[_PoolingCache], tuple[()]]:
+        return (_PoolingCache, ())
+
+
 class EmbeddingArch(nn.Module):
     """The embedding stage of the deep CTR models: every sparse field of a (user, item)
     pair as a ``(B, n_fields, E)`` tensor, from one shared ``nn.EmbeddingBag`` call.
@@ -193,6 +231,7 @@ class EmbeddingArch(nn.Module):
     item_fields: torch.Tensor
     item_bags: torch.Tensor
     bag_weights: torch.Tensor
+    _pooling: _PoolingCache
 
     @property
     def n_user_fields(self) -> int:
@@ -220,6 +259,7 @@ class EmbeddingArch(nn.Module):
         self.register_buffer("item_fields", item_fields.to(device, torch.int64), persistent=False)
         self.register_buffer("item_bags", bags, persistent=False)
         self.register_buffer("bag_weights", 1.0 / counts, persistent=False)
+        self._pooling = _PoolingCache()
 
     def grow(self, n_rows: int, init_std: float, generator: torch.Generator) -> None:
         """Append freshly initialised rows up to ``n_rows``; existing rows are kept."""
@@ -295,14 +335,77 @@ class EmbeddingArch(nn.Module):
         vectors = rows[..., :width].reshape(*shape, rows.shape[1], width)
         return vectors, self.penalty(vectors[..., : self.embedding_dim])
 
+    def _pooling_matrix(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(S, S.T)``: sparse CSR ``((n_items + 1) (Fi + n_bags), n_rows)`` with
+        ``S @ weight`` the pooled fields of every item (as :meth:`item_vectors` of every
+        row); padding members (row 0) are left out, so row 0 gets no gradient."""
+        import warnings
+
+        weight = self.embedding.weight
+        cache = self._pooling
+        key = (weight.device, int(weight.shape[0]), weight.dtype)
+        if cache.key == key and cache.matrix is not None and cache.matrix_t is not None:
+            return cache.matrix, cache.matrix_t
+        n_items, n_single = (int(d) for d in self.item_fields.shape)
+        n_bags, bag_len = int(self.item_bags.shape[1]), int(self.item_bags.shape[2])
+        per_item = n_single + n_bags
+        fields = torch.cat(
+            [
+                torch.arange(n_single).expand(n_items, n_single),
+                (n_single + torch.arange(n_bags)).repeat_interleave(bag_len).expand(n_items, -1),
+            ],
+            dim=1,
+        )
+        out_rows = torch.arange(n_items).unsqueeze(1) * per_item + fields
+        cols = torch.cat([self.item_fields.cpu(), self.item_bags.cpu().flatten(1)], dim=1)
+        values = torch.cat(
+            [
+                torch.ones(n_items, n_single),
+                self.bag_weights.cpu().repeat_interleave(bag_len, dim=1),
+            ],
+            dim=1,
+        )
+        keep = cols != 0
+        with warnings.catch_warnings():  # "sparse CSR support is in beta"
+            warnings.simplefilter("ignore")
+            coo = torch.sparse_coo_tensor(
+                torch.stack([out_rows[keep], cols[keep]]),
+                values[keep].to(weight.dtype),
+                (n_items * per_item, int(weight.shape[0])),
+            ).coalesce()
+            matrix = coo.to_sparse_csr().to(weight.device)
+            matrix_t = coo.t().coalesce().to_sparse_csr().to(weight.device)
+        cache.key, cache.matrix, cache.matrix_t = key, matrix, matrix_t
+        return matrix, matrix_t
+
+    def item_table(self, *, first_order: bool = False) -> torch.Tensor:
+        """``(n_items + 1, Fi + n_bags, E [+1])`` field embeddings of every row of the item
+        table: :meth:`item_vectors` of ``arange(n_items + 1)`` without the penalty.
+
+        On the CPU this is one product of a constant sparse pooling matrix with the
+        embedding table (and its transpose in the backward pass), several times faster
+        than the bag lookup, whose backward sorts every index; elsewhere the bag lookup.
+        """
+        weight = self.embedding.weight
+        n_items = int(self.item_fields.shape[0])
+        if weight.device.type != "cpu":
+            rows = torch.arange(n_items, device=weight.device)
+            return self.item_vectors(rows, first_order=first_order)[0]
+        matrix, matrix_t = self._pooling_matrix()
+        pooled = _ConstantSparseProduct.apply(weight, matrix, matrix_t)
+        width = self.embedding_dim + int(first_order and self.has_first_order)
+        return pooled.view(n_items, self.n_item_fields, -1)[..., :width]
+
     def user_vectors(
         self, users: torch.Tensor, *, first_order: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, Fu, E)`` field embeddings of users (rows of the user table) and penalty
         (``E + 1`` wide with ``first_order``, as in :meth:`item_vectors`)."""
+        # every user field holds one value: a plain gather (the bag lookup's backward sorts)
         idx = self.user_fields[users]
         width = self.embedding_dim + int(first_order and self.has_first_order)
-        vectors = self._lookup(idx, idx.shape[1], None)[..., :width]
+        rows = nn.functional.embedding(idx, self.embedding.weight, padding_idx=0)
+        vectors = rows if width == rows.shape[-1] else rows[..., :width]
         return vectors, self.penalty(vectors[..., : self.embedding_dim])
 
     def forward(

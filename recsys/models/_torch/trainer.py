@@ -36,6 +36,7 @@ Stability: internal
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -192,11 +193,13 @@ def _to_device(batch: Batch, device: torch.device) -> Batch:
 
 
 def _autocast(device: torch.device, enabled: bool) -> Any:
+    """bf16 autocast on CUDA; a no-op context elsewhere (entering a disabled
+    ``torch.autocast`` still costs Python work on every batch)."""
     import torch
 
-    return torch.autocast(
-        device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda"
-    )
+    if not (enabled and device.type == "cuda"):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 def predict_proba(

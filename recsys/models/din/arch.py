@@ -175,45 +175,46 @@ class DINModule(nn.Module):
         self.n_dense = n_dense
         self.over_arch = OverArch(width, hidden, activation, dropout)
 
-    def _item_table(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Vectors of the distinct items of ``items`` ``(B, 1 + L)`` and where each is.
+    def _item_table(
+        self, items: torch.Tensor, seq: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Vectors of the distinct items of ``items`` ``(B,)`` and ``seq`` ``(B, L)`` and
+        where each is.
 
         A batch references ``B (1 + L)`` items but few distinct ones; each distinct item's
-        vector (one bag lookup of its fields) is computed once and gathered, which makes
-        the backward pass an ``index_add`` over the distinct items instead of a sort over
-        every reference. Returns ``table`` ``(T, fields, E [+ 1])`` and ``index``
-        ``(B, 1 + L)`` rows of it.
+        vector (one lookup of its fields) is computed once and gathered, which makes the
+        backward pass an ``index_add`` over the distinct items instead of a sort over
+        every reference. Returns ``table`` ``(T, fields, E [+ 1])`` and the rows of it of
+        ``items`` ``(B,)`` and of ``seq`` ``(B, L)``.
         """
         arch = self.embedding_arch
         n_table = int(arch.item_fields.shape[0])
-        if n_table <= items.numel():  # small catalogue: the whole item table
-            rows = torch.arange(n_table, device=items.device)
-            table, _ = arch.item_vectors(rows, first_order=self.first_order)
-            return table, items
-        distinct, index = torch.unique(items, return_inverse=True)
+        if n_table <= items.numel() + seq.numel():  # small catalogue: the whole item table
+            return arch.item_table(first_order=self.first_order), items, seq
+        both = torch.cat([items.unsqueeze(1), seq], dim=1)
+        distinct, index = torch.unique(both, return_inverse=True)
         table, _ = arch.item_vectors(distinct, first_order=self.first_order)
-        return table, index
+        return table, index[:, 0], index[:, 1:]
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         arch = self.embedding_arch
         users, items, seq = batch["user"], batch["item"], batch["seq"]
-        n = int(users.shape[0])
+        n, length = int(users.shape[0]), int(seq.shape[1])
         user_fields, user_penalty = arch.user_vectors(users, first_order=self.first_order)
         # the candidate and its history, gathered from the distinct items' vectors
-        table, index = self._item_table(torch.cat([items.unsqueeze(1), seq], dim=1))
+        table, item_index, seq_index = self._item_table(items, seq)
+        seq_index = seq_index.reshape(-1)
         e = arch.embedding_dim
         n_fields = table.shape[1]
         vectors = table[..., :e].reshape(table.shape[0], n_fields * e)  # small: T rows
-        both = vectors.index_select(0, index.reshape(-1)).view(n, index.shape[1], -1)
-        candidate, history = both[:, 0], both[:, 1:]
+        candidate = vectors.index_select(0, item_index)
+        history = vectors.index_select(0, seq_index).view(n, length, -1)
         # the attention's key term per distinct item, gathered for the history
         key_table = self.attention_arch.key_proj(vectors)
-        key_terms = key_table.index_select(0, index[:, 1:].reshape(-1)).view(
-            n, -1, key_table.shape[1]
-        )
+        key_terms = key_table.index_select(0, seq_index).view(n, length, -1)
         logit_bias = None
         if self.first_order:
-            item_bias = table[..., e].sum(dim=1).index_select(0, index[:, 0])
+            item_bias = table[..., e].sum(dim=1).index_select(0, item_index)
             logit_bias = self.bias + user_fields[..., e].sum(1) + item_bias
             user_fields = user_fields[..., :e]
         padding = arch.item_fields.shape[0] - 1

@@ -3,6 +3,7 @@ callbacks, the safe tensor files and the layers the deep models share."""
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -388,3 +389,56 @@ def test_embedding_arch_pools_bags_and_keeps_padding_zero() -> None:
     arch.grow(13, 0.1, torch.Generator().manual_seed(0))
     assert arch.embedding.weight.shape == (13, 5)
     assert torch.equal(arch.embedding.weight[:10].detach(), w)
+
+
+def _bag_arch() -> EmbeddingArch:
+    torch.manual_seed(0)
+    return EmbeddingArch(
+        n_rows=12,
+        embedding_dim=4,
+        user_fields=torch.tensor([[1, 3], [2, 4], [1, 3]]),
+        item_fields=torch.tensor([[5, 10], [6, 11], [5, 10], [0, 11]]),
+        item_bags=torch.tensor([[[7, 8, 0]], [[9, 9, 8]], [[0, 0, 0]], [[7, 0, 0]]]),
+        init_std=1.0,
+        first_order=True,
+    )
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_item_table_equals_the_bag_lookup_of_every_item(first_order: bool) -> None:
+    """The sparse product of the whole item table (values and gradients) is the bag
+    lookup of ``arange(n_items + 1)``; padding row 0 gets no gradient."""
+    arch = _bag_arch()
+    weight = arch.embedding.weight
+    rows = torch.arange(4)
+    expected, _ = arch.item_vectors(rows, first_order=first_order)
+    got = arch.item_table(first_order=first_order)
+    assert got.shape == expected.shape == (4, 3, 5 if first_order else 4)
+    torch.testing.assert_close(got, expected)
+    upstream = torch.randn(expected.shape)
+    (grad_bag,) = torch.autograd.grad((expected * upstream).sum(), weight)
+    (grad_table,) = torch.autograd.grad((got * upstream).sum(), weight)
+    torch.testing.assert_close(grad_table, grad_bag)
+    assert torch.equal(grad_table[0], torch.zeros(5))
+    # a copy starts without the cached matrix; new tables or rows rebuild it
+    copied = copy.deepcopy(arch)
+    torch.testing.assert_close(copied.item_table(first_order=first_order), got.detach())
+    arch.set_tables(arch.user_fields, arch.item_fields[[1, 0, 2, 3]], arch.item_bags[[1, 0, 2, 3]])
+    swapped = arch.item_table(first_order=first_order)
+    torch.testing.assert_close(swapped[[1, 0, 2, 3]], got)
+    arch.grow(15, 0.1, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(arch.item_table(first_order=first_order), swapped)
+
+
+def test_user_vectors_equal_the_bag_lookup() -> None:
+    arch = _bag_arch()
+    users = torch.tensor([2, 0, 1, 0])
+    got, _ = arch.user_vectors(users, first_order=True)
+    idx = arch.user_fields[users]
+    expected = arch._lookup(idx, idx.shape[1], None)
+    torch.testing.assert_close(got, expected)
+    upstream = torch.randn(expected.shape)
+    weight = arch.embedding.weight
+    (grad_bag,) = torch.autograd.grad((expected * upstream).sum(), weight)
+    (grad_gather,) = torch.autograd.grad((got * upstream).sum(), weight)
+    torch.testing.assert_close(grad_gather, grad_bag)
