@@ -480,6 +480,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose else logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # FAISS logs its CPU-feature probing at INFO: noise for users
+        logging.getLogger("faiss").setLevel(logging.WARNING)
     try:
         return int(args.func(args))
     except RecsysError as exc:
