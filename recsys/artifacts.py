@@ -33,7 +33,9 @@ from recsys.errors import ArtifactError
 __all__ = [
     "FORMAT_VERSION",
     "MANIFEST",
+    "check_format_version",
     "fingerprint_frame",
+    "read_component_meta",
     "read_manifest",
     "sha256_file",
     "verify_artifact",
@@ -135,6 +137,42 @@ def read_manifest(root: Path) -> dict[str, Any]:
             f"this recsys reads {FORMAT_VERSION}"
         )
     return manifest
+
+
+def check_format_version(
+    meta: dict[str, Any], version: int, owner: str, path: Path, hint: str = ""
+) -> None:
+    """Refuse a part of an artifact written in another format version.
+
+    Raises
+    ------
+    ArtifactError
+        ``"<owner>: <path> has format <found>, this version reads <version><hint>"``.
+    """
+    found = meta.get("format_version")
+    if found != version:
+        raise ArtifactError(
+            f"{owner}: {path} has format {found!r}, this version reads {version}{hint}"
+        )
+
+
+def read_component_meta(path: Path, name: str, owner: str, version: int) -> dict[str, Any]:
+    """Read the JSON metadata file ``name`` of an artifact part in ``path`` and check its
+    format version (:func:`check_format_version`).
+
+    Raises
+    ------
+    ArtifactError
+        An unreadable or invalid file (``"<owner>: cannot read <file>: ..."``), or another
+        format version.
+    """
+    file = Path(path) / name
+    try:
+        meta: dict[str, Any] = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or bytes that are not UTF-8
+        raise ArtifactError(f"{owner}: cannot read {file}: {exc}") from exc
+    check_format_version(meta, version, owner, Path(path))
+    return meta
 
 
 def verify_artifact(root: Path) -> dict[str, Any]:

@@ -24,6 +24,7 @@ import scipy.sparse as sp
 from numpy.typing import ArrayLike, NDArray
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from recsys.artifacts import check_format_version
 from recsys.errors import ArtifactError, ConfigError, DataError, NotFittedError
 from recsys.types import TrainingData
 
@@ -597,11 +598,7 @@ class BaseRecommender(ABC):
             raise ArtifactError(
                 f"{cls.__name__}: {path} holds model {meta.get('model')!r}, expected {cls.name!r}"
             )
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ArtifactError(
-                f"{cls.__name__}: {path} has format {meta.get('format_version')}, "
-                f"this version reads {FORMAT_VERSION}"
-            )
+        check_format_version(meta, FORMAT_VERSION, cls.__name__, path)
         model = cls(**meta["params"])
         try:
             with np.load(path / "state.npz", allow_pickle=False) as npz:

@@ -44,6 +44,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import ArrayLike, NDArray
 
+from recsys.artifacts import read_component_meta
 from recsys.config import RankerConfig, RecsysConfig
 from recsys.errors import ArtifactError, ConfigError, DataError, NotFittedError
 from recsys.ranking.blend import reciprocal_rank_blend
@@ -225,15 +226,7 @@ class HybridRanker:
             the ranker was trained on.
         """
         path = Path(path)
-        try:
-            meta = json.loads((path / "ranker.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise ArtifactError(f"ranker: cannot read {path / 'ranker.json'}: {exc}") from exc
-        if meta.get("format_version") != _FORMAT_VERSION:
-            raise ArtifactError(
-                f"ranker: {path} has format {meta.get('format_version')!r}, this version "
-                f"reads {_FORMAT_VERSION}"
-            )
+        meta = read_component_meta(path, "ranker.json", "ranker", _FORMAT_VERSION)
         check_feature_schema(meta["feature_names"], builder.names, "HybridRanker.load")
         learner = None if meta["kind"] == "blend" else load_learner(path / "learner.npz")
         return cls(RankerConfig(**meta["config"]), builder, learner)

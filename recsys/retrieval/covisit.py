@@ -27,6 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
+from recsys.artifacts import check_format_version
 from recsys.errors import ArtifactError, ConfigError, DataError, NotFittedError
 from recsys.models.base import topk
 from recsys.types import TrainingData
@@ -219,11 +220,7 @@ class CoVisitation:
                 )
         except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
             raise ArtifactError(f"CoVisitation: cannot read {path}: {exc}") from exc
-        if meta.get("format_version") != _FORMAT_VERSION:
-            raise ArtifactError(
-                f"CoVisitation: {path} has format {meta.get('format_version')!r}, this "
-                f"version reads {_FORMAT_VERSION}"
-            )
+        check_format_version(meta, _FORMAT_VERSION, "CoVisitation", path)
         model = cls(int(meta["window"]), int(meta["n_neighbors"]))
         model.weights_ = weights
         return model

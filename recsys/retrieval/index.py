@@ -36,6 +36,7 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
+from recsys.artifacts import check_format_version
 from recsys.errors import ArtifactError, ConfigError, DataError
 
 __all__ = ["IndexConfig", "ItemIndex", "exact_search"]
@@ -338,11 +339,7 @@ class ItemIndex:
             index = faiss.read_index(str(path / "index.faiss"))
         except (OSError, RuntimeError, ValueError) as exc:
             raise ArtifactError(f"ItemIndex: cannot read index at {path}: {exc}") from exc
-        if meta.get("format_version") != _FORMAT_VERSION:
-            raise ArtifactError(
-                f"ItemIndex: {path} has format {meta.get('format_version')!r}, this version "
-                f"reads {_FORMAT_VERSION}; rebuild the artifact"
-            )
+        check_format_version(meta, _FORMAT_VERSION, "ItemIndex", path, "; rebuild the artifact")
         if int(index.ntotal) != int(meta["n_items"]) or int(index.d) != int(meta["dim"]):
             raise ArtifactError(
                 f"ItemIndex: {path} holds {index.ntotal} vectors of dim {index.d}, its "

@@ -39,6 +39,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
+from recsys.artifacts import read_component_meta
 from recsys.config import RetrievalConfig
 from recsys.errors import ArtifactError, ConfigError
 from recsys.protocols import EmbeddingModel, FoldIn
@@ -446,15 +447,7 @@ class CandidateGenerator:
             Missing or unreadable files, or another format version.
         """
         path = Path(path)
-        try:
-            meta = json.loads((path / "retrieval.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise ArtifactError(f"retrieval: cannot read {path / 'retrieval.json'}: {exc}") from exc
-        if meta.get("format_version") != _FORMAT_VERSION:
-            raise ArtifactError(
-                f"retrieval: {path} has format {meta.get('format_version')!r}, this version "
-                f"reads {_FORMAT_VERSION}"
-            )
+        meta = read_component_meta(path, "retrieval.json", "retrieval", _FORMAT_VERSION)
         specs = [SourceSpec(**s) for s in meta["sources"]]
         indexes = {
             s.name: ItemIndex.load(path / _dir_name(s.name))

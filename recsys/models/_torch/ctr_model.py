@@ -35,6 +35,7 @@ import scipy.sparse as sp
 from numpy.typing import ArrayLike, NDArray
 from pydantic import Field
 
+from recsys.artifacts import check_format_version
 from recsys.errors import ArtifactError, ConfigError, DataError, DataWarning
 from recsys.models._torch.checkpoint import load_tensors, save_tensors
 from recsys.models._torch.ctr_features import CTRFeatureEncoder, check_rows
@@ -892,11 +893,7 @@ class CTRRecommender(BaseRecommender):
         if not isinstance(meta, dict) or meta.get("model") != cls.name:
             found = meta.get("model") if isinstance(meta, dict) else None
             raise ArtifactError(f"{name}: {path} holds model {found!r}, expected {cls.name!r}")
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ArtifactError(
-                f"{name}: {path} has format {meta.get('format_version')}, this version reads "
-                f"{FORMAT_VERSION}"
-            )
+        check_format_version(meta, FORMAT_VERSION, name, path)
         try:
             model = cls(**meta["params"])
         except (ConfigError, KeyError, TypeError) as exc:
