@@ -23,7 +23,7 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 from numpy.typing import NDArray
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from threadpoolctl import threadpool_limits
 
 from recsys.errors import ConfigError, DataError
@@ -68,7 +68,7 @@ class FactorConfig(ModelConfig):
     Attributes
     ----------
     embedding_dim
-        Number of latent factors.
+        Number of latent factors; ``factors`` is accepted as its other name (implicit's).
     reg
         L2 regularisation weight.
     epochs
@@ -80,7 +80,9 @@ class FactorConfig(ModelConfig):
         CPU training threads; 0 uses every core (implicit's convention).
     """
 
-    embedding_dim: int = Field(default=64, ge=1)
+    embedding_dim: int = Field(
+        default=64, ge=1, validation_alias=AliasChoices("embedding_dim", "factors")
+    )
     reg: float = Field(default=0.01, ge=0.0)
     epochs: int = Field(default=15, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"

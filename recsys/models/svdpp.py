@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import ArrayLike, NDArray
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from tqdm.auto import tqdm
 
 from recsys.errors import ArtifactError, ConfigError, DataError
@@ -82,7 +82,8 @@ class SVDPlusPlusConfig(ModelConfig):
     Attributes
     ----------
     embedding_dim
-        Number of latent factors of ``p_u``, ``q_i`` and ``y_j``.
+        Number of latent factors of ``p_u``, ``q_i`` and ``y_j``; ``factors`` is accepted
+        as its other name.
     epochs
         Passes over the training ratings (an upper bound when early stopping is on).
     learning_rate
@@ -109,7 +110,9 @@ class SVDPlusPlusConfig(ModelConfig):
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
     """
 
-    embedding_dim: int = Field(default=20, ge=1)
+    embedding_dim: int = Field(
+        default=20, ge=1, validation_alias=AliasChoices("embedding_dim", "factors")
+    )
     epochs: int = Field(default=20, ge=1)
     learning_rate: float = Field(default=0.02, gt=0.0)
     learning_rate_decay: float = Field(default=0.95, gt=0.0, le=1.0)

@@ -56,3 +56,17 @@ def test_bad_configs_name_the_key(tmp_path: Path, text: str, match: str) -> None
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_the_contract_example_config_loads(tmp_path: Path) -> None:
+    # the configuration shown in ARCHITECTURE.md's CLI contract, verbatim
+    text = (
+        '[pipeline]\nretrievers = ["bpr", "itemknn", "doc2vec", "popular"]\ncandidates = 200\n'
+        'rankers = ["deepfm", "din"]\nhybrid = true\n[models.bpr]\nfactors = 64\n'
+        '[training]\ndevice = "auto"\nseed = 42\n'
+    )
+    cfg = load_config(_toml(tmp_path, text))
+    assert cfg.components() == ["bpr", "itemknn", "doc2vec", "deepfm", "din", "popular"]
+    from recsys.models import BPR
+
+    assert BPR(**cfg.model_params("bpr")).config.embedding_dim == 64  # "factors" is its alias

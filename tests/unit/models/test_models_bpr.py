@@ -130,7 +130,13 @@ def test_saved_state_is_plain_arrays(model: BPR, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "params",
-    [{"factors": 64}, {"learning_rate": 0.0}, {"embedding_dim": 0}, {"device": "tpu"}],
+    [
+        {"factors": 0},
+        {"n_factors": 64},
+        {"learning_rate": 0.0},
+        {"embedding_dim": 0},
+        {"device": "tpu"},
+    ],
 )
 def test_invalid_hyperparameters_raise(params: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
