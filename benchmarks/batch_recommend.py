@@ -31,10 +31,15 @@ every user, seen items excluded:
 * ``job_dask``: the Dask engine on a 2-worker ``LocalCluster`` (one thread each) with
   the smaller chunk size (many parts keep both workers busy), against the local job of
   the same chunk size: overhead, and a part-by-part sha256 comparison of the outputs.
-* ``proposed_topk``: the model's block loop with the two-pass grouped top-k proposed for
-  ``recsys.models.base.topk`` (:func:`proposed_topk`, checked identical to the one-pass
-  selection on sample blocks in the same run), interleaved with bound timings.
-* ``--candidate-tree DIR``: the same local job run from another checkout (e.g. with that
+* ``model_ranking``: the model's own ``recommend`` of every user (the job's scoring
+  without the parquet parts), interleaved with bound timings: ``pruned``, the default
+  for factor models on catalogues of 4,096+ items (:mod:`recsys.models._ip_topk` scores
+  only the items whose norm can still reach a user's top-``k``: exact, the same lists
+  and scores bit for bit), and ``dense``, every item scored and the two-pass grouped
+  top-k of ``recsys.models.base.topk``. Both outputs are compared in full, and
+  ``scored_fraction`` is the share of the users x items products the pruned path
+  computed.
+* ``--candidate-tree DIR``: the same local job run from another checkout (e.g. with a
   proposal applied to the model base), its output compared with the current tree's.
 
 The machine these run on is shared, and its load drifts over minutes, so every ratio is
@@ -101,13 +106,6 @@ def _median_time(fn: Callable[[], object], repeats: int) -> tuple[float, list[fl
 def _log(msg: str) -> None:
     sys.stderr.write(f"[{datetime.now().strftime('%H:%M:%S')}] {msg}\n")
     sys.stderr.flush()
-
-
-# ---------------------------------------------------------------------------- top-k kernels
-# The two-pass grouped top-k now lives in the model base (recsys.models.base.topk); the
-# benchmark times that kernel against the one-pass selection and the bare product.
-from recsys.models.base import _topk_exact  # noqa: E402
-from recsys.models.base import topk as proposed_topk  # noqa: E402
 
 
 # ---------------------------------------------------------------------------- peers
@@ -189,6 +187,7 @@ def _child_job(
     artifact: str, out: str, chunk: int, engine: str, threads: int, k: int, paired: bool
 ) -> dict:
     import recsys.models.base
+    import recsys.models.factors
     from recsys.jobs import run_batch
 
     rss_imports = _status("VmRSS")
@@ -210,7 +209,7 @@ def _child_job(
         "engine": engine,
         "tree": str(Path(recsys.models.base.__file__).resolve().parents[2]),
         "models_base_topk": (
-            "two-pass grouped" if hasattr(recsys.models.base, "_topk_grouped") else "argpartition"
+            "norm-pruned" if hasattr(recsys.models.factors, "_PRUNE_MIN_ITEMS") else "dense"
         ),
         "chunk_size": chunk,
         "threads": threads if engine == "local" else "2 workers x 1",
@@ -291,63 +290,78 @@ def _build_artifact(args: argparse.Namespace, path: Path) -> dict[str, Any]:
 
 
 def _in_process(args: argparse.Namespace, artifact: Path) -> dict[str, Any]:
-    """The bound and the proposed top-k (interleaved, so each ratio compares runs under the
-    same load), and implicit, on the artifact's factors."""
+    """The model's ranking of every user, pruned and dense, interleaved with the bound (so
+    each ratio compares runs under the same load), and implicit, on the artifact's factors."""
     import implicit
     from threadpoolctl import threadpool_limits
 
-    from recsys.models.base import topk
+    import recsys.models.base as base
+    from recsys.models import _ip_topk, factors
+    from recsys.pipeline import Pipeline
 
     users_f, items_f, seen = _factors(artifact)
     n_users, n_items = seen.shape
-    block = max(1, BLOCK_BYTES // (4 * n_items))
-    starts = list(range(0, n_users, block))
+    model: Any = Pipeline.load(artifact).models["als"]
+    users = np.arange(n_users)
     k, threads = args.k, args.threads
+    base._RECOMMEND_THREADS = threads
+    prune_min = factors._PRUNE_MIN_ITEMS
 
-    def scored(start: int) -> NDArray[np.float32]:
-        s = users_f[start : start + block] @ items_f.T
-        rows = seen[start : start + block]
-        r = np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr))
-        s[r, rows.indices] = -np.inf
-        return s
+    def ranking(pruned: bool) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        factors._PRUNE_MIN_ITEMS = prune_min if pruned else n_items + 1
+        try:
+            with threadpool_limits(1, "blas"):
+                return model.recommend(users, k)
+        finally:
+            factors._PRUNE_MIN_ITEMS = prune_min
 
-    # the proposed top-k must give exactly the one-pass selection's answer
-    def same(x: tuple[NDArray[Any], ...], y: tuple[NDArray[Any], ...]) -> bool:
-        return all(np.array_equal(a, b, equal_nan=True) for a, b in zip(x, y, strict=True))
+    # the share of the products the pruned path computes (an untimed run)
+    product, scored = _ip_topk._product, [0]
 
-    samples = [scored(s) for s in (0, starts[len(starts) // 2], starts[-1])]
-    identical = all(
-        same(proposed_topk(s, k), _topk_exact(s, k)) and same(proposed_topk(s, k), topk(s, k))
-        for s in samples
-    )
-    del samples
+    def counting(q: NDArray[np.float32], f: NDArray[np.float32]) -> NDArray[np.float32]:
+        scored[0] += len(q) * len(f)
+        return product(q, f)
 
-    def proposed_blocks() -> None:
-        with threadpool_limits(1, "blas"), ThreadPoolExecutor(threads) as pool:
-            list(pool.map(lambda s: proposed_topk(scored(s), k), starts))
+    _ip_topk._product = counting
+    try:
+        pruned_out = ranking(True)
+    finally:
+        _ip_topk._product = product
+    dense_out = ranking(False)
+    identical = all(np.array_equal(a, b) for a, b in zip(pruned_out, dense_out, strict=True))
+    del pruned_out, dense_out
 
-    _log("bound and proposed top-k, interleaved")
-    bounds, proposed = [], []
+    _log("bound, pruned and dense ranking, interleaved")
+    bounds, timed = [], {"pruned": [], "dense": []}  # type: ignore[var-annotated]
     for _ in range(args.repeats):
         bounds.append(_bound_once(users_f, items_f, threads))
-        proposed.append(_median_time(proposed_blocks, 1)[0])
+        for name in timed:
+            timed[name].append(_median_time(lambda n=name: ranking(n == "pruned"), 1)[0])
     bound = statistics.median(b["seconds"] for b in bounds)
-    ratios = [p / b["seconds"] for p, b in zip(proposed, bounds, strict=True)]
+
+    def summary(runs: list[float]) -> dict[str, Any]:
+        ratios = [t / b["seconds"] for t, b in zip(runs, bounds, strict=True)]
+        return {
+            "seconds": round(statistics.median(runs), 3),
+            "runs": [round(t, 3) for t in runs],
+            "users_per_second": round(n_users / statistics.median(runs), 1),
+            "ratio_to_bound": round(statistics.median(ratios), 3),
+            "ratio_to_bound_runs": [round(r, 3) for r in ratios],
+        }
+
     _log("implicit: AlternatingLeastSquares.recommend on every user")
     t_imp = _implicit_seconds(users_f, items_f, seen, threads, k)
     return {
-        "block_users": block,
+        "block_users": max(1, BLOCK_BYTES // (4 * n_items)),
         "bound": {
             "seconds": round(bound, 3),
             "runs": [{key: round(v, 3) for key, v in b.items()} for b in bounds],
         },
-        "proposed_topk_identical_on_sample_blocks": identical,
-        "proposed_topk": {
-            "seconds": round(statistics.median(proposed), 3),
-            "runs": [round(p, 3) for p in proposed],
-            "users_per_second": round(n_users / statistics.median(proposed), 1),
-            "ratio_to_bound": round(statistics.median(ratios), 3),
-            "ratio_to_bound_runs": [round(r, 3) for r in ratios],
+        "model_ranking": {
+            "pruned_identical_to_dense": identical,
+            "scored_fraction": round(scored[0] / (n_users * n_items), 4),
+            "pruned": summary(timed["pruned"]),
+            "dense": summary(timed["dense"]),
         },
         "implicit": {
             "seconds": round(t_imp, 3),
@@ -404,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--chunk-sizes", default="2000,20000")
-    parser.add_argument("--repeats", type=int, default=3, help="bound and proposed top-k")
+    parser.add_argument("--repeats", type=int, default=3, help="bound and model ranking")
     parser.add_argument("--implicit-repeats", type=int, default=1)
     parser.add_argument("--workdir", type=Path, help="keep the artifact and outputs here")
     parser.add_argument(
@@ -501,7 +515,12 @@ def main(argv: list[str] | None = None) -> int:
 
     summary: dict[str, Any] = {
         "job": verdict(main_job),
-        "proposed_topk_kernel_ratio_to_bound": measured["proposed_topk"]["ratio_to_bound"],
+        "model_ranking_ratio_to_bound": {
+            "pruned": measured["model_ranking"]["pruned"]["ratio_to_bound"],
+            "dense": measured["model_ranking"]["dense"]["ratio_to_bound"],
+            "identical": measured["model_ranking"]["pruned_identical_to_dense"],
+            "scored_fraction": measured["model_ranking"]["scored_fraction"],
+        },
         "dask": {
             "chunk_size": dask_job["chunk_size"],
             "wall_seconds": dask_job["wall_seconds"],

@@ -17,17 +17,19 @@ from __future__ import annotations
 import logging
 import time
 from abc import abstractmethod
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 from pydantic import AliasChoices, Field
 from threadpoolctl import threadpool_limits
 
 from recsys.errors import ConfigError, DataError
-from recsys.models.base import HistoryFoldIn, ModelConfig, check_is_fitted
+from recsys.models._ip_topk import NormOrder, first_width, topk_inner_product
+from recsys.models.base import HistoryFoldIn, ModelConfig, _run_blocks, check_is_fitted
 from recsys.types import TrainingData
 
 __all__ = ["ALS", "BPR", "ALSConfig", "BPRConfig", "FactorModel"]
@@ -36,6 +38,10 @@ logger = logging.getLogger(__name__)
 
 _FOLD_IN_USERS = 512  # users per batch of the ALS fold-in solve ((512, d, d) float64)
 _FOLD_IN_SCORES = 1 << 23  # user x item scores per chunk of the BPR fold-in (32 MiB float32)
+# Catalogues from this size up rank by the norm-pruned top-k (recsys.models._ip_topk);
+# below it one dense block per user costs about as little.
+_PRUNE_MIN_ITEMS = 4096
+_PRUNE_BLOCK_BYTES = 8 * 1024 * 1024  # first-stage scores per block of the pruned top-k
 
 
 def resolve_device(device: str, owner: str) -> Literal["cpu", "cuda"]:
@@ -148,6 +154,114 @@ class FactorModel(HistoryFoldIn):
         """
         check_is_fitted(self)
         return self._fold_in(self._binary_histories(histories))
+
+    # ------------------------------------------------------------------ ranking
+    def recommend(
+        self, user_idx: ArrayLike, k: int = 10, *, exclude_seen: bool = True
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """Top-``k`` items per user; unknown users and users with no training interaction
+        get the popularity list.
+
+        On catalogues of at least 4,096 items the ranking skips the items whose norm
+        proves they cannot reach a user's top ``k`` (:mod:`recsys.models._ip_topk`); the
+        lists and scores are exactly those of scoring every item.
+        """
+        check_is_fitted(self)
+        users = np.atleast_1d(np.asarray(user_idx, dtype=np.int64))
+        order = self._pruning_order(k)
+        if order is None:
+            return super().recommend(users, k, exclude_seen=exclude_seen)
+        assert self.user_factors_ is not None and self.user_items_ is not None
+        user_factors, user_items = self.user_factors_, self.user_items_
+        known = (users >= 0) & (users < self.n_users)
+        eligible = known.copy()  # users with no training interaction score popularity
+        eligible[known] = np.diff(user_items.indptr)[users[known]] > 0
+
+        def seen_of(rows: NDArray[np.int64]) -> sp.csr_matrix | None:
+            if not exclude_seen:
+                return None
+            u = users[rows]
+            if u[-1] - u[0] == len(u) - 1 and (np.diff(u) == 1).all():
+                return user_items[u[0] : u[-1] + 1]  # a range of users: a cheap slice
+            return user_items[u]
+
+        return self._pruned_topk(
+            order,
+            eligible,
+            lambda rows: user_factors[users[rows]],
+            seen_of,
+            lambda rows: super(FactorModel, self).recommend(
+                users[rows], k, exclude_seen=exclude_seen
+            ),
+            k,
+        )
+
+    def recommend_for_history(
+        self, histories: sp.csr_matrix, k: int = 10, *, exclude_seen: bool = True
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """Top-``k`` items for each row of a history matrix, from its fold-in vector.
+
+        Empty rows get the popularity list. Ranked as :meth:`recommend` ranks (norm
+        pruning on large catalogues, with exactly the dense answer).
+        """
+        check_is_fitted(self)
+        order = self._pruning_order(k)
+        h = self._binary_histories(histories) if order is not None else histories
+        if order is None or h.shape[0] == 0:
+            return super().recommend_for_history(histories, k, exclude_seen=exclude_seen)
+        vectors = self._fold_in(h)
+        return self._pruned_topk(
+            order,
+            np.diff(h.indptr) > 0,
+            lambda rows: vectors[rows],
+            lambda rows: h[rows] if exclude_seen else None,
+            lambda rows: super(FactorModel, self).recommend_for_history(
+                h[rows], k, exclude_seen=exclude_seen
+            ),
+            k,
+        )
+
+    def _pruning_order(self, k: int) -> NormOrder | None:
+        """The items sorted by norm when pruning applies to top-``k``, else ``None``."""
+        assert self.item_factors_ is not None
+        factors = self.item_factors_
+        if k < 1 or factors.dtype != np.float32 or self.n_items < max(_PRUNE_MIN_ITEMS, 16 * k):
+            return None
+        cached = self.__dict__.get("_norm_order")
+        if cached is None or cached[0] is not factors:  # built once per set of factors
+            cached = (factors, NormOrder.build(factors))
+            self._norm_order = cached
+        return cached[1]
+
+    def _pruned_topk(
+        self,
+        order: NormOrder,
+        eligible: NDArray[np.bool_],
+        vectors_of: Callable[[NDArray[np.int64]], NDArray[np.float32]],
+        seen_of: Callable[[NDArray[np.int64]], sp.csr_matrix | None],
+        dense: Callable[[NDArray[np.int64]], tuple[NDArray[np.int64], NDArray[np.float32]]],
+        k: int,
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """Pruned top-``k`` of the ``eligible`` rows in blocks on the shared pool; the
+        other rows, and those where pruning does not pay, through ``dense``."""
+        n = len(eligible)
+        items = np.empty((n, k), np.int64)
+        scores = np.empty((n, k), np.float32)
+        done = np.zeros(n, bool)
+        rows = np.flatnonzero(eligible)
+        bs = max(64, _PRUNE_BLOCK_BYTES // (4 * first_width(self.n_items, k)))
+
+        def block(start: int) -> None:
+            r = rows[start : start + bs]
+            it, sc, ok = topk_inner_product(order, vectors_of(r), seen_of(r), k)
+            items[r[ok]], scores[r[ok]] = it[ok], sc[ok]
+            done[r[ok]] = True
+
+        _run_blocks(block, range(0, len(rows), bs))
+        rest = np.flatnonzero(~done)
+        if len(rest):
+            items[rest], scores[rest] = dense(rest)
+        return items, scores
 
     # ------------------------------------------------------------------ internals
     def _binary_histories(self, histories: sp.spmatrix | sp.sparray) -> sp.csr_matrix:
