@@ -12,7 +12,8 @@ whose split and metrics both sides use): label ``rating >= 4``; per user sorted 
 (timestamp, item id) the last 10% (at least 1) is test, the 10% before valid, the rest
 train; AUC, GAUC and log loss on test. Budget of both sides: embedding 16, DNN 256-128,
 Adam, batch 256, at most 10 epochs, early stopping on valid AUC with patience 3, best
-epoch restored; DIN history of the last 20 earlier items, attention (64, 16).
+epoch restored; DIN history of the last 20 earlier items, attention unit (64, 16) (the
+peer's default; ours in the like-for-like run, while our default unit is (16,)).
 
 Features. The peers get user id, item id, gender, age bucket, occupation, zip prefix,
 first genre, release-year bucket and the genre list. Ours read the same source columns
@@ -21,10 +22,11 @@ ML-100K side tables): user id, item id, gender, occupation, zip code, age and re
 (bucketised at deciles by the model), the genre list (mean-pooled bag) and, for DIN, the
 last 20 earlier items. Two configurations of ours are run:
 
-* ``peer_features`` (``dense_features=False``): the peers' feature set, the like-for-like
-  comparison the speed and quality goals refer to;
+* ``peer_features`` (``dense_features=False``, and for DIN the peer's attention unit
+  ``attention_units=(64, 16)``): the peers' feature set and architecture, the like-for-like
+  comparison;
 * ``default``: the models' defaults, which add the store's point-in-time activity features
-  (counts, mean ratings, recency before each row).
+  (counts, mean ratings, recency before each row) and give DIN a (16,) attention unit.
 
 Each side runs in its own process per (model, seed), with the same number of torch threads
 (``--threads``, 1 by default as in BENCHMARKS.md) and one interop thread; the processes
@@ -82,6 +84,15 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "peer_features": {"dense_features": False},
     "default": {},
 }
+#: per-model additions: like for like, DIN gets the peer's attention unit (64, 16)
+MODEL_CONFIGS: dict[str, dict[str, dict[str, Any]]] = {
+    "din": {"peer_features": {"attention_units": [64, 16]}},
+}
+
+
+def _config(model_name: str, config: str) -> dict[str, Any]:
+    """Our overrides of ``model_name``'s defaults in configuration ``config``."""
+    return {**CONFIGS[config], **MODEL_CONFIGS.get(model_name, {}).get(config, {})}
 
 
 # ============================================================================ peer side
@@ -336,7 +347,7 @@ def _our_worker(model_name: str, config: str, seed: int, threads: int, out: Path
 
     d = _our_data()
     cp, split, store = d["cp"], d["split"], d["store"]
-    model, fit_seconds = _fit(model_name, {**CONFIGS[config], "seed": seed}, d, "train")
+    model, fit_seconds = _fit(model_name, {**_config(model_name, config), "seed": seed}, d, "train")
     test_rows = np.flatnonzero(split == "test")
     probs = model.score_rows(store, test_rows)
     test = cp.evaluate(d["protocol"].test, probs)  # rows are in the protocol's order
@@ -634,6 +645,7 @@ def _tune_worker(model_name: str, grid: str, threads: int, out: Path) -> None:
 
 
 _PAPER_DIN = {
+    "attention_units": [64, 16],
     "attention_activation": None,
     "attention_normalization": False,
     "first_order": False,
@@ -664,9 +676,12 @@ TUNE_GRIDS: dict[str, list[dict[str, Any]]] = {
             "first_order": True,
             "fm_interaction": True,
         },
-        {"dense_features": False, "learning_rate": 1e-3},  # PReLU in the attention unit
-        {"dense_features": False},  # the defaults (learning rate 3e-3)
-        {"learning_rate": 1e-3},
+        # PReLU in the attention unit
+        {"dense_features": False, "learning_rate": 1e-3, "attention_units": [64, 16]},
+        {"dense_features": False, "attention_units": [64, 16]},  # learning rate 3e-3
+        {"attention_units": [64, 16]},
+        {"dense_features": False, "attention_units": [36]},
+        {"dense_features": False},  # the defaults: attention unit (16,)
         {},
     ],
 }
@@ -777,7 +792,8 @@ def main() -> None:
             "max_epochs": MAX_EPOCHS,
             "early_stopping": f"valid AUC, patience {PATIENCE}, best epoch restored",
             "din_sequence_length": 20,
-            "din_attention_units": [64, 16],
+            "din_attention_units": "(64, 16) for the peer and our peer_features run; "
+            "ours (16,) by default",
         },
         "machine": _machine(),
         "versions": _versions(),

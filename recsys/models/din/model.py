@@ -24,15 +24,18 @@ class DINConfig(CTRConfig):
     """Hyperparameters of :class:`DIN`: those of
     :class:`~recsys.models._torch.ctr_model.CTRConfig` plus the ones below.
 
-    The defaults depart from the paper in four places, each chosen on the validation
+    The defaults depart from the paper in five places, each chosen on the validation
     split of the MovieLens 100K CTR benchmark (``benchmarks/ctr_deep.py --part tune``):
     softmax-normalised attention weights, first-order weights and an FM term (all three
     raised validation AUC from 0.788 to 0.801: with plain sums the interest's size
     follows the history's length, which the training rows' short early histories tie to
-    the label drift), and PReLU rather than Dice inside the attention unit (same
-    validation AUC, a quarter less training time). ``first_order=False,
-    fm_interaction=False, attention_normalization=False, attention_activation=None`` is
-    the paper's DIN.
+    the label drift), PReLU rather than Dice inside the attention unit (same validation
+    AUC, a quarter less training time), and an attention unit of one hidden layer of 16
+    rather than DeepCTR's (64, 16) (validation AUC 0.8068 against 0.8051, and 0.8061
+    against 0.8028 without the dense features; an epoch about a quarter faster: the unit
+    runs once per history position). ``first_order=False,
+    fm_interaction=False, attention_normalization=False, attention_activation=None,
+    attention_units=(64, 16)`` is the paper's DIN with DeepCTR's unit.
 
     Attributes
     ----------
@@ -61,7 +64,7 @@ class DINConfig(CTRConfig):
     """
 
     sequence_length: int = Field(default=20, ge=1)
-    attention_units: tuple[int, ...] = Field(default=(64, 16), min_length=1)
+    attention_units: tuple[int, ...] = Field(default=(16,), min_length=1)
     activation: Literal["dice", "prelu"] = "dice"
     attention_activation: Literal["dice", "prelu", "relu"] | None = "prelu"
     attention_normalization: bool = True
