@@ -111,6 +111,16 @@ def _dense_topk(
     return topk(scores, k)
 
 
+def _pruned_and_dense(
+    item_factors: np.ndarray, queries: np.ndarray, seen: sp.csr_matrix, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """The pruned top-k (items, scores, ok) and the dense answer to compare it with."""
+    order = NormOrder.build(item_factors)
+    assert order is not None
+    items, vals, ok = topk_inner_product(order, queries, seen, k)
+    return items, vals, ok, _dense_topk(item_factors, queries, seen, k)
+
+
 def test_ties_across_the_cut_go_to_the_lower_item_index() -> None:
     """Copies of one item vector tie exactly; the dense rule keeps the lowest indices."""
     rng = np.random.default_rng(1)
@@ -122,10 +132,7 @@ def test_ties_across_the_cut_go_to_the_lower_item_index() -> None:
     item_factors[copies] = item_factors[copies[0]] * 3  # long vectors: they tie near the top
     queries = item_factors[copies[:20]] + rng.standard_normal((20, dim)).astype(np.float32)
     seen = sp.random(20, n_items, density=0.01, format="csr", random_state=2)
-    order = NormOrder.build(item_factors)
-    assert order is not None
-    items, vals, ok = topk_inner_product(order, queries, seen, k)
-    expected = _dense_topk(item_factors, queries, seen, k)
+    items, vals, ok, expected = _pruned_and_dense(item_factors, queries, seen, k)
     assert ok.all()
     np.testing.assert_array_equal(items, expected[0])
     np.testing.assert_array_equal(vals, expected[1])
@@ -141,17 +148,11 @@ def test_rows_where_pruning_cannot_help_are_handed_back() -> None:
     queries = rng.standard_normal((6, dim)).astype(np.float32)
     queries[0] = 0.0  # every score 0: k-th best is not > 0
     seen = sp.csr_matrix((6, n_items), dtype=np.float32)
-    order = NormOrder.build(item_factors)
-    assert order is not None
-    items, vals, ok = topk_inner_product(order, queries, seen, k)
-    assert not ok.any()
+    assert not _pruned_and_dense(item_factors, queries, seen, k)[2].any()
     # heavy-tailed norms instead: now the same queries (but the zero one) are answered
     item_factors *= rng.pareto(1.5, (n_items, 1)).astype(np.float32) + 0.01
-    order = NormOrder.build(item_factors)
-    assert order is not None
-    items, vals, ok = topk_inner_product(order, queries, seen, k)
+    items, vals, ok, expected = _pruned_and_dense(item_factors, queries, seen, k)
     assert not ok[0] and ok[1:].all()
-    expected = _dense_topk(item_factors, queries, seen, k)
     np.testing.assert_array_equal(items[ok], expected[0][ok])
     np.testing.assert_array_equal(vals[ok], expected[1][ok])
 
@@ -172,11 +173,8 @@ def test_random_catalogues_match_the_dense_ranking(tail: float) -> None:
     item_factors = (rng.standard_normal((n_items, dim)) * norms).astype(np.float32)
     queries = rng.standard_normal((300, dim)).astype(np.float32) + 0.3
     seen = sp.random(300, n_items, density=0.02, format="csr", random_state=3)
-    order = NormOrder.build(item_factors)
-    assert order is not None
     for k in (1, 7, 50, 200):
-        items, vals, ok = topk_inner_product(order, queries, seen, k)
-        expected = _dense_topk(item_factors, queries, seen, k)
+        items, vals, ok, expected = _pruned_and_dense(item_factors, queries, seen, k)
         assert ok.mean() > 0.5
         np.testing.assert_array_equal(items[ok], expected[0][ok])
         np.testing.assert_array_equal(vals[ok], expected[1][ok])
@@ -195,10 +193,7 @@ def test_lists_found_past_the_first_prefix() -> None:
     queries = np.zeros((50, dim), np.float32)
     queries[:, 4:] = np.abs(rng.standard_normal((50, 4)))
     seen = sp.random(50, n_items, density=0.01, format="csr", random_state=4)
-    order = NormOrder.build(item_factors)
-    assert order is not None
-    items, vals, ok = topk_inner_product(order, queries, seen, k)
-    expected = _dense_topk(item_factors, queries, seen, k)
+    items, vals, ok, expected = _pruned_and_dense(item_factors, queries, seen, k)
     assert ok.all()
     assert (expected[0] >= 1000).all()  # none of the answer is in the longest vectors
     np.testing.assert_array_equal(items, expected[0])
