@@ -42,6 +42,9 @@ _DENSE_FRACTION = 0.5  # a row needing more than this share of the items is done
 class NormOrder:
     """Item vectors sorted by decreasing norm, for :func:`topk_inner_product`.
 
+    Holds a second, sorted copy of the item factors (``n_items x dim`` float32), built
+    once per set of factors on the first ranking call.
+
     Attributes
     ----------
     perm : (n_items,) int64
