@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     import torch
 
     from recsys.features import FeatureStore
+    from recsys.models._torch.layers import EmbeddingArch
 
 __all__ = ["CTRConfig", "CTRRecommender"]
 
@@ -216,6 +217,25 @@ class CTRRecommender(BaseRecommender):
         :class:`~recsys.models._torch.layers.EmbeddingArch`), takes the batch dict of
         :meth:`CTRFeatureEncoder.row_inputs` and returns ``(logits, penalty)``.
         """
+
+    def _embedding_arch(self, encoder: CTRFeatureEncoder, *, first_order: bool) -> EmbeddingArch:
+        """The shared embedding stage over ``encoder``'s feature tables (for
+        :meth:`_build_module`), with per-field first-order weights when asked."""
+        import torch
+
+        from recsys.models._torch.layers import EmbeddingArch
+
+        cfg = self._cfg
+        return EmbeddingArch(
+            n_rows=encoder.n_rows,
+            embedding_dim=cfg.embedding_dim,
+            user_fields=torch.from_numpy(encoder.user_table),
+            item_fields=torch.from_numpy(encoder.item_table),
+            item_bags=torch.from_numpy(encoder.item_bags),
+            init_std=cfg.init_std,
+            first_order=first_order,
+            reg=cfg.embedding_reg,
+        )
 
     def _top_parameters(self, module: torch.nn.Module) -> list[str]:
         """Names of the parameters trained by ``finetune(mode="top")``: all but the

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from recsys.models._torch.layers import MLP, EmbeddingArch
+from recsys.models._torch.layers import MLP, Activation, EmbeddingArch
 
 __all__ = ["DeepFMModule", "InteractionArch", "OverArch"]
 
@@ -48,15 +48,23 @@ class OverArch(nn.Module):
         Hidden layer widths.
     dropout
         Dropout after each hidden layer.
+    activation
+        Of the hidden layers: ReLU in DeepFM; DIN's over-arch passes Dice or PReLU.
 
     Shapes
     ------
     ``(B, in_features)`` float in, ``(B,)`` out.
     """
 
-    def __init__(self, in_features: int, hidden: tuple[int, ...], dropout: float) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        hidden: tuple[int, ...],
+        dropout: float,
+        activation: Activation = "relu",
+    ) -> None:
         super().__init__()
-        self.mlp = MLP(in_features, hidden, "relu", dropout)
+        self.mlp = MLP(in_features, hidden, activation, dropout)
         self.out = nn.Linear(self.mlp.out_features, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -62,20 +62,8 @@ class DeepFM(CTRRecommender):
     _pairs_per_block: ClassVar[int] = 65536
 
     def _build_module(self, encoder: CTRFeatureEncoder) -> torch.nn.Module:
-        import torch
-
-        from recsys.models._torch.layers import EmbeddingArch
         from recsys.models.deepfm.arch import DeepFMModule
 
         cfg = self._cfg
-        arch = EmbeddingArch(
-            n_rows=encoder.n_rows,
-            embedding_dim=cfg.embedding_dim,
-            user_fields=torch.from_numpy(encoder.user_table),
-            item_fields=torch.from_numpy(encoder.item_table),
-            item_bags=torch.from_numpy(encoder.item_bags),
-            init_std=cfg.init_std,
-            first_order=True,
-            reg=cfg.embedding_reg,
-        )
+        arch = self._embedding_arch(encoder, first_order=True)
         return DeepFMModule(arch, encoder.n_dense, tuple(cfg.hidden_units), cfg.dropout)

@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from recsys.models._torch.layers import MLP, Activation, EmbeddingArch, make_activation
-from recsys.models.deepfm.arch import InteractionArch
+from recsys.models.deepfm.arch import InteractionArch, OverArch
 
-__all__ = ["AttentionArch", "DINModule", "OverArch"]
+__all__ = ["AttentionArch", "DINModule"]
 
 
 class AttentionArch(nn.Module):
@@ -90,25 +90,6 @@ class AttentionArch(nn.Module):
         return torch.bmm(weights.unsqueeze(1), keys).squeeze(1), weights
 
 
-class OverArch(nn.Module):
-    """The MLP over ``[user fields, candidate, interest, dense]`` ending in one logit.
-
-    Shapes
-    ------
-    ``(B, in_features)`` float in, ``(B,)`` out.
-    """
-
-    def __init__(
-        self, in_features: int, hidden: tuple[int, ...], activation: Activation, dropout: float
-    ) -> None:
-        super().__init__()
-        self.mlp = MLP(in_features, hidden, activation, dropout)
-        self.out = nn.Linear(self.mlp.out_features, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out(self.mlp(x)).squeeze(-1)
-
-
 class DINModule(nn.Module):
     """DIN: attention-pooled behaviour sequence plus user, candidate and dense features.
 
@@ -173,7 +154,7 @@ class DINModule(nn.Module):
         width = embedding_arch.n_user_fields * e + (3 if interest_product else 2) * item_dim
         width += n_dense
         self.n_dense = n_dense
-        self.over_arch = OverArch(width, hidden, activation, dropout)
+        self.over_arch = OverArch(width, hidden, dropout, activation)
 
     def _item_table(
         self, items: torch.Tensor, seq: torch.Tensor

@@ -116,23 +116,11 @@ class DIN(CTRRecommender):
         return self.config.sequence_length
 
     def _build_module(self, encoder: CTRFeatureEncoder) -> torch.nn.Module:
-        import torch
-
-        from recsys.models._torch.layers import EmbeddingArch
         from recsys.models.din.arch import DINModule
 
         cfg = self.config
         assert isinstance(cfg, DINConfig)
-        arch = EmbeddingArch(
-            n_rows=encoder.n_rows,
-            embedding_dim=cfg.embedding_dim,
-            user_fields=torch.from_numpy(encoder.user_table),
-            item_fields=torch.from_numpy(encoder.item_table),
-            item_bags=torch.from_numpy(encoder.item_bags),
-            init_std=cfg.init_std,
-            first_order=cfg.first_order,
-            reg=cfg.embedding_reg,
-        )
+        arch = self._embedding_arch(encoder, first_order=cfg.first_order)
         return DINModule(
             arch,
             encoder.n_dense,
