@@ -417,21 +417,29 @@ class HybridRecommender:
             sequence_length=seq_len,
             show_progress=False,
         )
-        comps_early, sec_early, skipped = fit_components(
-            self.component_names,
-            early,
-            cfg,
-            store=store_early,
-            show_progress=show_progress,
-            skip_unrated=skip_unrated,
-        )
-        gen_early = CandidateGenerator.fit(
-            comps_early,
-            early,
-            retrievers=cfg.pipeline.retrievers,
-            config=cfg.retrieval,
-            candidates=cfg.pipeline.candidates,
-        )
+
+        def fit_stage(
+            part: TrainingData, store: Any
+        ) -> tuple[dict[str, Any], dict[str, float], dict[str, str], CandidateGenerator]:
+            """The components and the retrieval structures fitted on ``part``."""
+            comps, seconds, skipped = fit_components(
+                self.component_names,
+                part,
+                cfg,
+                store=store,
+                show_progress=show_progress,
+                skip_unrated=skip_unrated,
+            )
+            gen = CandidateGenerator.fit(
+                comps,
+                part,
+                retrievers=cfg.pipeline.retrievers,
+                config=cfg.retrieval,
+                candidates=cfg.pipeline.candidates,
+            )
+            return comps, seconds, skipped, gen
+
+        comps_early, sec_early, skipped, gen_early = fit_stage(early, store_early)
         timings["early_components"] = time.perf_counter() - t0
         # 3: training rows from the candidates retrieval produces
         t0 = time.perf_counter()
@@ -471,21 +479,7 @@ class HybridRecommender:
         del rows
         # 5: refit everything on all training data for serving
         t0 = time.perf_counter()
-        comps_full, sec_full, _ = fit_components(
-            self.component_names,
-            data,
-            cfg,
-            store=store_full,
-            show_progress=show_progress,
-            skip_unrated=skip_unrated,
-        )
-        gen_full = CandidateGenerator.fit(
-            comps_full,
-            data,
-            retrievers=cfg.pipeline.retrievers,
-            config=cfg.retrieval,
-            candidates=cfg.pipeline.candidates,
-        )
+        comps_full, sec_full, _, gen_full = fit_stage(data, store_full)
         timings["full_components"] = time.perf_counter() - t0
         builder = self._builder(comps_full, gen_full, store_full, data.user_map, data.item_map)
         check_feature_schema(builder_early.names, builder.names, "HybridRecommender.fit")
