@@ -28,7 +28,14 @@ from recsys.artifacts import check_format_version
 from recsys.errors import ArtifactError, ConfigError, DataError, NotFittedError
 from recsys.types import TrainingData
 
-__all__ = ["BaseRecommender", "HistoryFoldIn", "ModelConfig", "check_is_fitted", "topk"]
+__all__ = [
+    "BaseRecommender",
+    "HistoryFoldIn",
+    "ModelConfig",
+    "check_is_fitted",
+    "score_pairs",
+    "topk",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +101,33 @@ def topk(scores: NDArray[np.float32], k: int) -> tuple[NDArray[np.int64], NDArra
     if n and k >= 1 and n_items // _TOPK_GROUP >= max(4 * k, _TOPK_GROUP):
         return _topk_grouped(scores, k)
     return _topk_exact(scores, k)
+
+
+def score_pairs(
+    owner: str,
+    user_idx: ArrayLike,
+    item_idx: ArrayLike,
+    n_users: int,
+    n_items: int,
+    *,
+    one_d: bool = False,
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.bool_]]:
+    """The arguments of a ``score(user_idx, item_idx)`` call, checked.
+
+    Returns ``users``, ``items`` (int64, same shape) and the mask of the pairs inside
+    the vocabularies (the others score NaN). Raises :class:`DataError` naming ``owner``
+    when the shapes differ (or, with ``one_d``, are not one-dimensional).
+    """
+    users = np.atleast_1d(np.asarray(user_idx, dtype=np.int64))
+    items = np.atleast_1d(np.asarray(item_idx, dtype=np.int64))
+    if users.shape != items.shape or (one_d and users.ndim != 1):
+        need = "be equal 1-d shapes" if one_d else "match"
+        raise DataError(
+            f"{owner}.score: user_idx has shape {users.shape}, item_idx has shape "
+            f"{items.shape}; they must {need}"
+        )
+    known = (users >= 0) & (users < n_users) & (items >= 0) & (items < n_items)
+    return users, items, known
 
 
 def _topk_exact(
@@ -498,15 +532,10 @@ class BaseRecommender(ABC):
     def score(self, user_idx: ArrayLike, item_idx: ArrayLike) -> NDArray[np.float32]:
         """Scores of user-item pairs; NaN for unknown users or items."""
         check_is_fitted(self)
-        users = np.atleast_1d(np.asarray(user_idx, dtype=np.int64))
-        items = np.atleast_1d(np.asarray(item_idx, dtype=np.int64))
-        if users.shape != items.shape:
-            raise DataError(
-                f"{type(self).__name__}.score: user_idx has shape {users.shape}, "
-                f"item_idx has shape {items.shape}; they must match"
-            )
+        users, items, ok = score_pairs(
+            type(self).__name__, user_idx, item_idx, self.n_users, self.n_items
+        )
         out = np.full(users.shape, np.nan, np.float32)
-        ok = (users >= 0) & (users < self.n_users) & (items >= 0) & (items < self.n_items)
         uniq, inverse = np.unique(users[ok], return_inverse=True)
         pos = np.flatnonzero(ok)
         bs = self._block_size()

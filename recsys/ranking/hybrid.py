@@ -47,6 +47,7 @@ from numpy.typing import ArrayLike, NDArray
 from recsys.artifacts import read_component_meta
 from recsys.config import RankerConfig, RecsysConfig
 from recsys.errors import ArtifactError, ConfigError, DataError, NotFittedError
+from recsys.models.base import score_pairs
 from recsys.ranking.blend import reciprocal_rank_blend
 from recsys.ranking.components import fit_components, training_frame
 from recsys.ranking.features import FeatureBuilder, check_feature_schema
@@ -676,15 +677,10 @@ class HybridRecommender:
         :meth:`recommend` reports for it.
         """
         _, _, ranker, seen = self._check()
-        users = np.atleast_1d(np.asarray(user_idx, dtype=np.int64))
-        items = np.atleast_1d(np.asarray(item_idx, dtype=np.int64))
-        if users.shape != items.shape:
-            raise DataError(
-                f"HybridRecommender.score: user_idx has shape {users.shape}, item_idx has "
-                f"shape {items.shape}; they must match"
-            )
+        users, items, ok = score_pairs(
+            "HybridRecommender", user_idx, item_idx, self.n_users, self.n_items
+        )
         out = np.full(users.shape, np.nan, np.float32)
-        ok = (users >= 0) & (users < self.n_users) & (items >= 0) & (items < self.n_items)
         ok[ok] = np.diff(seen.indptr)[users[ok]] > 0
         uniq, inverse = np.unique(users[ok], return_inverse=True)
         pos_ok = np.flatnonzero(ok)

@@ -41,7 +41,7 @@ from recsys.models._torch.checkpoint import load_tensors, save_tensors
 from recsys.models._torch.ctr_features import CTRFeatureEncoder, check_rows
 from recsys.models._torch.device import DEVICE_PATTERN, resolve_device
 from recsys.models._torch.trainer import EpochCallback, TrainerSettings, epoch_seed
-from recsys.models.base import BaseRecommender, ModelConfig, check_is_fitted
+from recsys.models.base import BaseRecommender, ModelConfig, check_is_fitted, score_pairs
 from recsys.types import IdMap, TrainingData
 
 if TYPE_CHECKING:
@@ -714,15 +714,10 @@ class CTRRecommender(BaseRecommender):
             Probabilities in ``(0, 1)``.
         """
         check_is_fitted(self)
-        users = np.atleast_1d(np.asarray(user_idx, dtype=np.int64))
-        items = np.atleast_1d(np.asarray(item_idx, dtype=np.int64))
-        if users.shape != items.shape or users.ndim != 1:
-            raise DataError(
-                f"{type(self).__name__}.score: user_idx has shape {users.shape}, item_idx has "
-                f"shape {items.shape}; they must be equal 1-d shapes"
-            )
+        users, items, ok = score_pairs(
+            type(self).__name__, user_idx, item_idx, self.n_users, self.n_items, one_d=True
+        )
         out = np.full(users.shape, np.nan, np.float32)
-        ok = (users >= 0) & (users < self.n_users) & (items >= 0) & (items < self.n_items)
         if ok.any():
             out[ok] = self._score_pairs(users[ok], items[ok])
         return out
