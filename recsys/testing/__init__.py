@@ -4,6 +4,8 @@
   (:func:`block_dataset`, :func:`block_frame`, :func:`block_labels`).
 - :mod:`recsys.testing.configs`: :func:`small_hybrid_config`, a hybrid pipeline that trains
   in seconds.
+- :mod:`recsys.testing.cli`: :func:`~recsys.testing.cli.run_cli`, the ``recsys`` command
+  line in a subprocess.
 - :mod:`recsys.testing.contract`: :class:`RecommenderContract`, the pytest suite every
   model's tests subclass. It needs pytest, so it is imported only when first used.
 """

@@ -4,26 +4,14 @@ evaluate with an HTML report, recommend and score (real subprocesses)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from recsys.testing.cli import run_cli as recsys
+
 pytestmark = pytest.mark.integration
-
-
-def recsys(*args: str | Path, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "recsys.cli", "-q", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if ok:
-        assert proc.returncode == 0, proc.stderr
-    return proc
 
 
 @pytest.fixture(scope="module")
