@@ -3,7 +3,6 @@ masking of short histories, the attention unit and activations."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -20,13 +19,7 @@ from recsys.protocols import Recommender
 from recsys.testing import RecommenderContract, block_dataset, block_frame
 from recsys.types import TrainingData
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 FAST: dict[str, Any] = {

@@ -8,7 +8,6 @@ the noise-free variant every rating is 4 or 5 and nothing separates the blocks.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -27,15 +26,7 @@ from recsys.protocols import EmbeddingModel, FoldIn, Recommender
 from recsys.testing import RecommenderContract, block_dataset
 from recsys.types import TrainingData
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    # The data here is tiny: extra intra-op threads only add synchronisation, which on a
-    # busy machine with libgomp's spinning waits costs seconds per fit.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 CONTRACT_PARAMS: dict[str, Any] = {
