@@ -300,6 +300,13 @@ def _select_by_key(
     return items, (high ^ ((high >> 31) & np.int32(0x7FFFFFFF))).view(np.float32)
 
 
+def _user_rows(matrix: sp.csr_matrix, users: NDArray[np.int64]) -> sp.csr_matrix:
+    """``matrix[users]``, as a cheap slice when ``users`` is a run of consecutive rows."""
+    if users[-1] - users[0] == len(users) - 1 and (np.diff(users) == 1).all():
+        return matrix[users[0] : users[-1] + 1]
+    return matrix[users]
+
+
 def _mask_rows(scores: NDArray[np.float32], rows: sp.csr_matrix) -> None:
     """Set ``scores[r, j] = -inf`` for every stored entry ``(r, j)`` of ``rows``."""
     n_items = scores.shape[1]
@@ -572,11 +579,7 @@ class BaseRecommender(ABC):
                         block[kn] = self._score_users(u[kn])
                     block[~kn] = popularity
                 if exclude_seen and kn.all():
-                    if u[-1] - u[0] == len(u) - 1 and (len(u) == 1 or (np.diff(u) == 1).all()):
-                        seen = user_items[u[0] : u[-1] + 1]  # a range of users: a cheap slice
-                    else:
-                        seen = user_items[u]
-                    _mask_rows(block, seen)
+                    _mask_rows(block, _user_rows(user_items, u))
                 elif exclude_seen and kn.any():
                     seen = user_items[np.where(kn, u, 0)]
                     seen = sp.csr_matrix(seen.multiply(kn[:, None].astype(np.float32)))

@@ -29,7 +29,13 @@ from threadpoolctl import threadpool_limits
 
 from recsys.errors import ConfigError, DataError
 from recsys.models._ip_topk import NormOrder, first_width, topk_inner_product
-from recsys.models.base import HistoryFoldIn, ModelConfig, _run_blocks, check_is_fitted
+from recsys.models.base import (
+    HistoryFoldIn,
+    ModelConfig,
+    _run_blocks,
+    _user_rows,
+    check_is_fitted,
+)
 from recsys.types import TrainingData
 
 __all__ = ["ALS", "BPR", "ALSConfig", "BPRConfig", "FactorModel"]
@@ -177,19 +183,11 @@ class FactorModel(HistoryFoldIn):
         eligible = known.copy()  # users with no training interaction score popularity
         eligible[known] = np.diff(user_items.indptr)[users[known]] > 0
 
-        def seen_of(rows: NDArray[np.int64]) -> sp.csr_matrix | None:
-            if not exclude_seen:
-                return None
-            u = users[rows]
-            if u[-1] - u[0] == len(u) - 1 and (np.diff(u) == 1).all():
-                return user_items[u[0] : u[-1] + 1]  # a range of users: a cheap slice
-            return user_items[u]
-
         return self._pruned_topk(
             order,
             eligible,
             lambda rows: user_factors[users[rows]],
-            seen_of,
+            lambda rows: _user_rows(user_items, users[rows]) if exclude_seen else None,
             lambda rows: super(FactorModel, self).recommend(
                 users[rows], k, exclude_seen=exclude_seen
             ),
