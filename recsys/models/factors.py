@@ -14,6 +14,7 @@ object and never pickle one.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
 from abc import abstractmethod
@@ -309,11 +310,34 @@ class FactorModel(HistoryFoldIn):
             time.perf_counter() - start,
         )
 
+    #: The implicit estimator: module under ``implicit.cpu``/``implicit.gpu`` and class.
+    _implicit_class: ClassVar[tuple[str, str]]
+
     @abstractmethod
+    def _implicit_params(self) -> dict[str, Any]:
+        """The estimator's hyperparameters, shared by its CPU and CUDA classes."""
+
     def _train(
         self, user_items: sp.csr_matrix, device: str, show_progress: bool
     ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-        """Run implicit on the binary ``(n_users, n_items)`` matrix; return both factor arrays."""
+        """Run implicit on the binary ``(n_users, n_items)`` matrix; return both factor arrays.
+
+        CUDA training copies the factors back to the CPU; CPU training uses
+        ``num_threads`` threads.
+        """
+        cfg = self.config
+        assert isinstance(cfg, FactorConfig)
+        module_name, class_name = self._implicit_class
+        params = {**self._implicit_params(), "random_state": cfg.seed}
+        if device != "cuda":
+            params["num_threads"] = cfg.num_threads
+        backend = "gpu" if device == "cuda" else "cpu"
+        module = importlib.import_module(f"implicit.{backend}.{module_name}")
+        model: Any = getattr(module, class_name)(**params)
+        model.fit(user_items, show_progress=show_progress)
+        if device == "cuda":
+            model = model.to_cpu()
+        return model.user_factors, model.item_factors
 
     def _after_fit(self) -> None:
         """Hook for caches derived from the factors."""
@@ -430,39 +454,18 @@ class BPR(FactorModel):
     name: ClassVar[str] = "bpr"
     Config: ClassVar[type[ModelConfig]] = BPRConfig
 
-    def _train(
-        self, user_items: sp.csr_matrix, device: str, show_progress: bool
-    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    _implicit_class: ClassVar[tuple[str, str]] = ("bpr", "BayesianPersonalizedRanking")
+
+    def _implicit_params(self) -> dict[str, Any]:
         cfg = self.config
         assert isinstance(cfg, BPRConfig)
-        model: Any
-        if device == "cuda":
-            import implicit.gpu.bpr
-
-            model = implicit.gpu.bpr.BayesianPersonalizedRanking(
-                factors=cfg.embedding_dim,
-                learning_rate=cfg.learning_rate,
-                regularization=cfg.reg,
-                iterations=cfg.epochs,
-                verify_negative_samples=cfg.verify_negative_samples,
-                random_state=cfg.seed,
-            )
-            model.fit(user_items, show_progress=show_progress)
-            model = model.to_cpu()
-        else:
-            import implicit.cpu.bpr
-
-            model = implicit.cpu.bpr.BayesianPersonalizedRanking(
-                factors=cfg.embedding_dim,
-                learning_rate=cfg.learning_rate,
-                regularization=cfg.reg,
-                iterations=cfg.epochs,
-                num_threads=cfg.num_threads,
-                verify_negative_samples=cfg.verify_negative_samples,
-                random_state=cfg.seed,
-            )
-            model.fit(user_items, show_progress=show_progress)
-        return model.user_factors, model.item_factors
+        return {
+            "factors": cfg.embedding_dim,
+            "learning_rate": cfg.learning_rate,
+            "regularization": cfg.reg,
+            "iterations": cfg.epochs,
+            "verify_negative_samples": cfg.verify_negative_samples,
+        }
 
     def _fold_in(self, histories: sp.csr_matrix) -> NDArray[np.float32]:
         assert self.item_factors_ is not None
@@ -589,37 +592,17 @@ class ALS(FactorModel):
         self._items64: NDArray[np.float64] | None = None
         self._gram_factor: tuple[NDArray[np.float64], bool] | None = None
 
-    def _train(
-        self, user_items: sp.csr_matrix, device: str, show_progress: bool
-    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    _implicit_class: ClassVar[tuple[str, str]] = ("als", "AlternatingLeastSquares")
+
+    def _implicit_params(self) -> dict[str, Any]:
         cfg = self.config
         assert isinstance(cfg, ALSConfig)
-        model: Any
-        if device == "cuda":
-            import implicit.gpu.als
-
-            model = implicit.gpu.als.AlternatingLeastSquares(
-                factors=cfg.embedding_dim,
-                regularization=cfg.reg,
-                alpha=cfg.alpha,
-                iterations=cfg.epochs,
-                random_state=cfg.seed,
-            )
-            model.fit(user_items, show_progress=show_progress)
-            model = model.to_cpu()
-        else:
-            import implicit.cpu.als
-
-            model = implicit.cpu.als.AlternatingLeastSquares(
-                factors=cfg.embedding_dim,
-                regularization=cfg.reg,
-                alpha=cfg.alpha,
-                iterations=cfg.epochs,
-                num_threads=cfg.num_threads,
-                random_state=cfg.seed,
-            )
-            model.fit(user_items, show_progress=show_progress)
-        return model.user_factors, model.item_factors
+        return {
+            "factors": cfg.embedding_dim,
+            "regularization": cfg.reg,
+            "alpha": cfg.alpha,
+            "iterations": cfg.epochs,
+        }
 
     def _after_fit(self) -> None:
         self._gram = None
