@@ -33,7 +33,13 @@ pipeline (retrieval, features, ranker), in-process on the loaded artifact, over
 
 Also for the synthetic set: ``generator_oracle``, the NDCG@10 of ranking by the generator's
 own item probabilities (replayed from its seed): what a model that knew every user's true
-tastes would reach, leaving aside the timing of the late items.
+tastes would reach, leaving aside the timing of the late items. It bounds what any model
+can reach on this data, so ``oracle_over_best_component`` bounds the hybrid's ratio.
+Diagnostics of the new items (those whose every interaction falls after the generator's
+``NEW_ITEM_START`` cut): their share of the test rows and of the training rows, the
+oracle that never recommends them (``generator_oracle_never_new_items``: their
+popularity is what the training data cannot tell), and every row of the artifact
+evaluated on the test rows of the other items alone (``subsets``), with the oracle there.
 
 Targets: the hybrid's NDCG@10 at least 1.15x the best single component of the artifact,
 and above the best peer figure of BENCHMARKS.md (item-KNN cosine K50, 0.1781; picked on
@@ -138,8 +144,13 @@ def run_dataset(
     relations: Any,
     latency_users: int,
     seed: int,
+    subsets: dict[str, pd.DataFrame] | None = None,
 ) -> dict[str, Any]:
-    """Train the default pipeline, save/load it, evaluate every row, time one-user calls."""
+    """Train the default pipeline, save/load it, evaluate every row, time one-user calls.
+
+    ``subsets`` are further test frames (parts of ``test``) on which the artifact's rows
+    are evaluated too, for diagnostics (NDCG@10 of every row and the hybrid's ratio).
+    """
     from recsys.config import load_config
     from recsys.eval import evaluate_model, format_table
     from recsys.pipeline import BLEND, HYBRID, Pipeline
@@ -224,6 +235,16 @@ def run_dataset(
         },
         "batch_all_users_seconds": batch_s,
     }
+    for sub_name, sub in (subsets or {}).items():
+        sub_table = pipe.evaluate(sub, ks=(10,))
+        ndcg = {str(r): round(float(sub_table.loc[r, "ndcg@10"]), 4) for r in sub_table.index}
+        sub_best = max(components, key=lambda c: ndcg[c])
+        out.setdefault("subsets", {})[sub_name] = {
+            "n_test": len(sub),
+            "ndcg@10": ndcg,
+            "best_component": sub_best,
+            "ratio_hybrid_over_best_component": ndcg[HYBRID] / ndcg[sub_best],
+        }
     print(
         f"hybrid {hyb:.4f} / best component {best} {best_v:.4f} = {hyb / best_v:.3f}x; "
         f"blend {out['blend_ndcg@10']:.4f}; best source {best_src} "
@@ -266,6 +287,7 @@ def synthetic(latency_users: int, seed: int) -> dict[str, Any]:
         temporal_user_split,
         write_dataset,
     )
+    from recsys.data.synth import NEW_ITEM_START, SPAN, T0
 
     params = dict(
         n_users=2000,
@@ -284,9 +306,41 @@ def synthetic(latency_users: int, seed: int) -> dict[str, Any]:
         users = read_users(paths["users"])
     split = temporal_user_split(interactions, 0.2)
     test_items = set(split.test["item_id"]) - set(split.train["item_id"])
-    out = run_dataset("synthetic", split.train, split.test, items, users, None, latency_users, seed)
+    # the generator's new items: every interaction after its NEW_ITEM_START cut
+    first_seen = interactions.groupby("item_id")["timestamp"].min()
+    cut = T0 + NEW_ITEM_START * SPAN
+    new_items = set(first_seen.index[first_seen.to_numpy(np.int64) >= cut])
+    is_new = split.test["item_id"].isin(new_items)
+    out = run_dataset(
+        "synthetic",
+        split.train,
+        split.test,
+        items,
+        users,
+        None,
+        latency_users,
+        seed,
+        subsets={"test_without_new_items": split.test[~is_new]},
+    )
     out["generator"] = {"function": "recsys.data.generate_synthetic", **params}
     out["generator_oracle"] = generator_oracle(split.train, split.test, items, params)
+    out["generator_oracle_never_new_items"] = generator_oracle(
+        split.train, split.test, items, params, never=new_items
+    )
+    out["subsets"]["test_without_new_items"]["generator_oracle"] = generator_oracle(
+        split.train, split.test[~is_new], items, params, never=new_items
+    )
+    best_v = out["best_component_ndcg@10"]
+    out["oracle_over_best_component"] = out["generator_oracle"]["ndcg@10"] / best_v
+    out["oracle_never_new_items_over_best_component"] = (
+        out["generator_oracle_never_new_items"]["ndcg@10"] / best_v
+    )
+    out["new_items"] = {
+        "n_items": len(new_items),
+        "n_training_rows": int(split.train["item_id"].isin(new_items).sum()),
+        "n_test_rows": int(is_new.sum()),
+        "share_of_test_rows": float(is_new.mean()),
+    }
     out["test_rows_with_items_unseen_in_training"] = int(
         split.test["item_id"].isin(test_items).sum()
     )
@@ -295,7 +349,11 @@ def synthetic(latency_users: int, seed: int) -> dict[str, Any]:
 
 
 def generator_oracle(
-    train: pd.DataFrame, test: pd.DataFrame, items: pd.DataFrame, params: dict[str, Any]
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    items: pd.DataFrame,
+    params: dict[str, Any],
+    never: set[str] | None = None,
 ) -> dict[str, Any]:
     """NDCG@10 of ranking by the generator's own (Bayes) item probabilities.
 
@@ -305,6 +363,8 @@ def generator_oracle(
     0.3 s p_i|secondary`` (``s`` the taste strength, ``p_i|t`` popularity within topic
     ``t``). It ignores the timing of the late items, so it is a ceiling for the stationary
     part. The replay is checked: every item's first genre must be its replayed topic.
+    Items in ``never`` are never recommended (e.g. the new items, whose popularity the
+    training data cannot tell).
     """
     from recsys.data.synth import GENRES, _format_ids
     from recsys.eval import evaluate_recommendations
@@ -337,6 +397,8 @@ def generator_oracle(
     user_pos = {u: k for k, u in enumerate(user_names)}
     item_pos = {v: k for k, v in enumerate(item_names)}
     prob[train["user_id"].map(user_pos).to_numpy(), train["item_id"].map(item_pos).to_numpy()] = -1
+    if never:
+        prob[:, [item_pos[v] for v in never]] = -1
     users = test["user_id"].unique()
     top = np.argsort(-prob[[user_pos[u] for u in users]], axis=1, kind="stable")[:, :10]
     recs = pd.DataFrame(
