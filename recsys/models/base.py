@@ -650,11 +650,13 @@ class BaseRecommender(ABC):
 
 
 class HistoryFoldIn(BaseRecommender):
-    """Base of models that score directly from a user's item history (popular, KNN, EASE).
+    """Base of models that score an arbitrary item history (fold-in).
 
-    Subclasses implement :meth:`_score_history`; scoring a known user is scoring its
-    training row, so fold-in of a training user's own history gives exactly the fitted
-    recommendations.
+    Subclasses implement :meth:`_score_history`. By default scoring a known user is
+    scoring its training row (popular, KNN, EASE), so fold-in of a training user's own
+    history gives exactly the fitted recommendations; models with learned user state
+    (factor models, the CTR models) override :meth:`_score_users` and fold a history in
+    their own way.
     """
 
     @abstractmethod

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from recsys.errors import ArtifactError, ConfigError, DataError, FeatureSchemaError, format_examples
@@ -495,15 +496,23 @@ class CTRFeatureEncoder:
         return self._as_tensors(users, items, dense, seq)
 
     def online_dense(
-        self, users: NDArray[np.int64], items: NDArray[np.int64]
+        self,
+        users: NDArray[np.int64],
+        items: NDArray[np.int64],
+        *,
+        user_state: NDArray[np.float64] | None = None,
     ) -> NDArray[np.float32]:
-        """``(n, n_dense)`` activity features of pairs from the serving snapshot."""
+        """``(n, n_dense)`` activity features of pairs from the serving snapshot.
+
+        ``user_state`` (``(n, 3)``: count, mean rating, last timestamp; NaN unknown)
+        replaces the snapshot's user rows, for users described by a history instead.
+        """
         cols: dict[str, NDArray[Any]] = {}
         for prefix, state, idx in (
             ("user", self.user_state, users),
             ("item", self.item_state, items),
         ):
-            s = state[idx]
+            s = user_state if prefix == "user" and user_state is not None else state[idx]
             cols[f"{prefix}_count"] = s[:, 0]
             cols[f"{prefix}_mean_rating"] = s[:, 1]
             since = (self.now - s[:, 2]) if self.now is not None else np.full(len(idx), np.nan)
@@ -518,6 +527,52 @@ class CTRFeatureEncoder:
         items = np.asarray(items, np.int64)
         seq = self.user_seq[users] if sequences else None
         return self._as_tensors(users, items, self.online_dense(users, items), seq)
+
+    def history_inputs(
+        self, histories: sp.csr_matrix, *, sequences: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """Inputs pairing every row of a history matrix with every item (fold-in).
+
+        A row stands for a user outside the vocabulary (the unknown-user slot) whose
+        activity is the row itself: ``user_count`` is its number of items, the mean
+        rating and the time since the last event are unknown (their training fill
+        values and missing indicators). Stored values order the items in time (larger =
+        later; ties to the higher index); the behaviour sequence is the latest
+        ``sequence_length`` of them, oldest first.
+
+        Returns
+        -------
+        dict
+            As :meth:`pair_inputs`, with ``n_rows * n_items`` pairs, row-major.
+        """
+        h = sp.csr_matrix(histories, dtype=np.float64)
+        n_rows, n_items = h.shape[0], self.n_items
+        users = np.full(n_rows * n_items, -1, np.int64)
+        items = np.tile(np.arange(n_items, dtype=np.int64), n_rows)
+        state = np.full((n_rows, 3), np.nan)
+        state[:, 0] = np.diff(h.indptr)
+        dense = self.online_dense(users, items, user_state=np.repeat(state, n_items, axis=0))
+        seq = None
+        if sequences:
+            seq = np.repeat(self.history_sequences(h), n_items, axis=0)
+        return self._as_tensors(users, items, dense, seq)
+
+    def history_sequences(self, histories: sp.csr_matrix) -> NDArray[np.int64]:
+        """``(n_rows, sequence_length)`` latest items of each history row, oldest first,
+        ``-1`` padded (stored values order the items in time; ties to the higher index)."""
+        h = sp.csr_matrix(histories, dtype=np.float64)
+        n_rows, length = h.shape[0], self.sequence_length
+        out = np.full((n_rows, length), -1, np.int64)
+        if length == 0 or h.nnz == 0:
+            return out
+        rows = np.repeat(np.arange(n_rows), np.diff(h.indptr))
+        order = np.lexsort((-h.indices, -h.data, rows))  # latest first within each row
+        age = np.arange(h.nnz) - h.indptr[rows[order]]
+        keep = age < length
+        r, a = rows[order][keep], age[keep]
+        n_kept = np.minimum(np.diff(h.indptr), length)
+        out[r, n_kept[r] - 1 - a] = h.indices[order][keep]
+        return out
 
     # ------------------------------------------------------------------ growth
     def refresh(self, store: FeatureStore, *, model: str) -> tuple[int, int]:

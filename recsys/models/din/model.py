@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar, Literal
 
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
 from pydantic import Field
 
 from recsys.models._torch.ctr_features import CTRFeatureEncoder
 from recsys.models._torch.ctr_model import CTRConfig, CTRRecommender
-from recsys.models.base import ModelConfig
+from recsys.models.base import HistoryFoldIn, ModelConfig
 
 if TYPE_CHECKING:
     import torch
@@ -73,7 +76,7 @@ class DINConfig(CTRConfig):
     fm_interaction: bool = True
 
 
-class DIN(CTRRecommender):
+class DIN(CTRRecommender, HistoryFoldIn):
     """Deep Interest Network (Zhou, Zhu, Song, Fan, Zhu, Ma, Yan, Jin, Li, Gai: "Deep
     Interest Network for Click-Through Rate Prediction", KDD 2018).
 
@@ -90,6 +93,13 @@ class DIN(CTRRecommender):
 
     Features, persistence, unknown ids and the feature-schema check are as in
     :class:`~recsys.models.deepfm.DeepFM`.
+
+    Fold-in (:meth:`recommend_for_history`, :class:`recsys.protocols.FoldIn`): a history
+    row is scored as a user outside the vocabulary (the reserved unknown-user slot) whose
+    behaviour sequence is the history's latest ``sequence_length`` items and whose
+    ``user_count`` is its length (mean rating and recency unknown). New users with
+    recent items and users with fresh events get the network's probabilities this way;
+    empty rows get the popularity list. (DeepFM reads no sequence: it has no fold-in.)
 
     Network (:mod:`recsys.models.din.arch`): ``EmbeddingArch`` -> ``AttentionArch``
     (local activation unit) -> ``OverArch``.
@@ -114,6 +124,12 @@ class DIN(CTRRecommender):
     def _sequence_length(self) -> int:
         assert isinstance(self.config, DINConfig)
         return self.config.sequence_length
+
+    def _score_history(self, histories: sp.csr_matrix) -> NDArray[np.float32]:
+        # fold-in: the unknown-user slot, the history as its activity and sequence
+        assert self.encoder_ is not None
+        inputs = self.encoder_.history_inputs(histories, sequences=True)
+        return self._predict(inputs).reshape(histories.shape[0], self.n_items)
 
     def _build_module(self, encoder: CTRFeatureEncoder) -> torch.nn.Module:
         from recsys.models.din.arch import DINModule

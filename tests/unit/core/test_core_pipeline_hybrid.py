@@ -255,3 +255,38 @@ def test_candidates_of_a_row_do_not_depend_on_the_batch(fitted: Pipeline) -> Non
             one = hybrid.generator._propose(spec, q, 5, True)
             mine = [i for i in one.items[0].tolist() if i >= 0]
             assert mine == [i for i in batch.items[r].tolist() if i >= 0], spec.name
+
+
+def test_ctr_rankers_score_known_and_fold_in_rows(tmp_path: Path) -> None:
+    # DeepFM and DIN probabilities are ranker features; DIN also scores fold-in rows
+    # (new users with recent items, users with fresh events) from their history
+    import scipy.sparse as sp
+
+    inter, items, users = frames()
+    small = {"epochs": 2, "embedding_dim": 4, "batch_size": 64, "device": "cpu"}
+    cfg = load_config(
+        pipeline={"retrievers": ["itemknn", "popular"], "rankers": ["deepfm", "din"]},
+        ranker={"max_iter": 30, "min_samples_leaf": 10},
+        models={"deepfm": small, "din": {**small, "attention_units": [4]}},
+    )
+    pipe = Pipeline.fit(inter, items=items, users=users, config=cfg, show_progress=False)
+    hybrid = pipe.hybrid
+    names = hybrid.ranker.feature_names
+    deepfm, din = names.index("score:deepfm"), names.index("score:din")
+    q = hybrid.queries_for_users(np.arange(4))
+    x = hybrid.ranker.builder.build(hybrid.generator.generate(q), q)
+    assert ((x[:, [deepfm, din]] > 0) & (x[:, [deepfm, din]] < 1)).all()
+    history = sp.csr_matrix(
+        (np.arange(1.0, 5.0), ([0, 0, 0, 0], [0, 1, 2, 3])), shape=(1, hybrid.n_items)
+    )
+    qf = hybrid.queries_for_histories(history)
+    xf = hybrid.ranker.builder.build(hybrid.generator.generate(qf), qf)
+    assert ((xf[:, din] > 0) & (xf[:, din] < 1)).all()  # DIN folds the history in
+    assert np.isnan(xf[:, deepfm]).all()  # DeepFM has no fold-in: a missing value
+    loaded = Pipeline.load(pipe.save(tmp_path / "artifact"))
+    for a, b in zip(
+        pipe.recommend_for_history_lists([["i000", "i001", "i002"]], 5),
+        loaded.recommend_for_history_lists([["i000", "i001", "i002"]], 5),
+        strict=True,
+    ):
+        assert a.tolist() == b.tolist()

@@ -35,8 +35,16 @@ FAST: dict[str, Any] = {
 }
 
 
+#: Fold-in scores a history as the unknown user with that behaviour sequence, so its top
+#: lists differ from a known user's (whose id embedding counts): measured top-5 overlaps
+#: are 0.60 or more for the default and PReLU variants and 0.45 for the paper's variant; a
+#: random list of unseen items overlaps about 0.25.
+FOLD_IN_OVERLAP = 0.55
+
+
 class TestDINContract(RecommenderContract):
     min_block_precision = 0.9
+    fold_in_min_overlap = FOLD_IN_OVERLAP
 
     def make_model(self) -> Recommender:
         return DIN(labels="implicit", **FAST)
@@ -46,6 +54,7 @@ class TestPaperDINContract(RecommenderContract):
     """The paper's DIN: Dice everywhere, plain attention sums, no first-order/FM terms."""
 
     min_block_precision = 0.9
+    fold_in_min_overlap = 0.4
 
     def make_model(self) -> Recommender:
         return DIN(
@@ -60,6 +69,7 @@ class TestPaperDINContract(RecommenderContract):
 
 class TestDINPReLUContract(RecommenderContract):
     min_block_precision = 0.9
+    fold_in_min_overlap = FOLD_IN_OVERLAP
 
     def make_model(self) -> Recommender:
         return DIN(labels="implicit", activation="prelu", interest_product=True, **FAST)
