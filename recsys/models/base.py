@@ -302,7 +302,7 @@ def _select_by_key(
 
 def _user_rows(matrix: sp.csr_matrix, users: NDArray[np.int64]) -> sp.csr_matrix:
     """``matrix[users]``, as a cheap slice when ``users`` is a run of consecutive rows."""
-    if users[-1] - users[0] == len(users) - 1 and (np.diff(users) == 1).all():
+    if len(users) and users[-1] - users[0] == len(users) - 1 and (np.diff(users) == 1).all():
         return matrix[users[0] : users[-1] + 1]
     return matrix[users]
 
@@ -665,7 +665,7 @@ class HistoryFoldIn(BaseRecommender):
 
     def _score_users(self, user_idx: NDArray[np.int64]) -> NDArray[np.float32]:
         assert self.user_items_ is not None
-        return self._score_history(self.user_items_[user_idx])
+        return self._score_history(_user_rows(self.user_items_, user_idx))
 
     def recommend_for_history(
         self, histories: sp.csr_matrix, k: int = 10, *, exclude_seen: bool = True

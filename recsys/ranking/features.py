@@ -130,6 +130,7 @@ class FeatureBuilder:
         self._genres: sp.csr_matrix | None = None
         self._content_vectors: dict[str, NDArray[np.float32]] = {}
         self._attr_tables: dict[str, NDArray[np.float64]] = {}
+        self._translations: dict[str, tuple[tuple[int, ...], NDArray[np.int64]]] = {}
         self._user_attr_cols: list[str] = []
         self._item_attr_cols: list[str] = []
         self._has_genres = False
@@ -236,33 +237,29 @@ class FeatureBuilder:
         assert store is not None  # the caller checked
         n = len(items)
         uniq_items, item_inv = np.unique(items, return_inverse=True)
-        item_ids = self.item_map.to_ids(uniq_items)
-        itf = store.online_item_features(item_ids)
-        cols: list[NDArray[np.float64]] = [itf["item_count"].to_numpy(np.float64)[item_inv]]
+        itf = store.activity_arrays("item", self._store_index("item", uniq_items))
+        cols: list[NDArray[np.float64]] = [itf["count"].astype(np.float64)[item_inv]]
         user_count = q.history_lengths.astype(np.float64)[rows]
         user_mean = np.full(n, np.nan)
         user_last = np.full(q.n_rows, np.nan)
         known_rows = np.flatnonzero(q.known)
         user_attrs = np.full((n, len(self._user_attr_cols)), np.nan)
         if len(known_rows):
-            ids = self.user_map.to_ids(q.user_idx[known_rows])
-            uf = store.online_user_features(ids)
+            uf = store.activity_arrays("user", self._store_index("user", q.user_idx[known_rows]))
             pos = np.full(q.n_rows, -1, np.int64)
             pos[known_rows] = np.arange(len(known_rows))
             sel = pos[rows] >= 0
             p = pos[rows[sel]]
-            user_count[sel] = uf["user_count"].to_numpy(np.float64)[p]
-            user_mean[sel] = uf["user_mean_rating"].to_numpy(np.float64)[p]
-            last = uf["user_last_timestamp"].to_numpy(dtype=np.float64, na_value=np.nan)
-            user_last[known_rows] = last
+            user_count[sel] = uf["count"].astype(np.float64)[p]
+            user_mean[sel] = uf["mean_rating"].astype(np.float64)[p]
+            user_last[known_rows] = uf["last_timestamp"]
             if self._user_attr_cols:
                 user_attrs[sel] = self._attribute_table("user")[q.user_idx[known_rows]][p]
         cols.append(user_count)
         if self._has_rating:
-            cols += [itf["item_mean_rating"].to_numpy(np.float64)[item_inv], user_mean]
+            cols += [itf["mean_rating"].astype(np.float64)[item_inv], user_mean]
         if self._has_time:
-            item_last = itf["item_last_timestamp"].to_numpy(dtype=np.float64, na_value=np.nan)
-            cols.append((user_last[rows] - item_last[item_inv]) / _DAY)
+            cols.append((user_last[rows] - itf["last_timestamp"][item_inv]) / _DAY)
         if self._has_genres:
             cols.append(self._genre_similarity(q, rows, items))
             cols.extend(self._genre_affinity(q, rows, items))
@@ -272,6 +269,23 @@ class FeatureBuilder:
         if self._item_attr_cols:
             block.append(self._attribute_table("item")[items])
         return np.hstack(block).astype(np.float32)
+
+    def _store_index(self, entity: str, idx: NDArray[np.int64]) -> NDArray[np.int64]:
+        """The store's indices of our users (or items) ``idx`` (-1 where it has none).
+
+        The store's vocabulary may order ids differently or have appended ones; the
+        translation table is built once per state of both vocabularies.
+        """
+        store = self.store
+        assert store is not None
+        ours = self.user_map if entity == "user" else self.item_map
+        theirs = store.user_map if entity == "user" else store.item_map
+        key = (id(theirs), len(theirs), id(ours), len(ours))
+        cached = self._translations.get(entity)
+        if cached is None or cached[0] != key:
+            cached = (key, np.asarray(theirs.to_index(ours.ids), np.int64))
+            self._translations[entity] = cached
+        return cached[1][idx]
 
     def _attribute_table(self, entity: str) -> NDArray[np.float64]:
         """The scalar attributes of every user (or item) of the vocabulary, read once.

@@ -62,6 +62,25 @@ def test_online_item_state_by_hand() -> None:
     np.testing.assert_array_equal(f["item_seconds_since_last"], [150.0, 100.0])
 
 
+def test_activity_arrays_are_the_online_frames_by_index() -> None:
+    # the rankers' index-based read: the numbers of the online frames, after an append
+    store = FeatureStore.build(OLD, show_progress=False)
+    store.append(NEW)
+    for entity, frame, ids in (
+        ("user", store.online_user_features, ["u1", "u2", "u3", "nobody"]),
+        ("item", store.online_item_features, [10, 11, 14, 999]),
+    ):
+        f = frame(ids)
+        idx = f[f"{entity}_idx"].to_numpy()
+        assert idx[-1] == -1  # an unknown key
+        a = store.activity_arrays(entity, idx)  # type: ignore[arg-type]
+        assert a["count"].tolist() == f[f"{entity}_count"].tolist()
+        np.testing.assert_array_equal(a["mean_rating"], f[f"{entity}_mean_rating"])
+        last = f[f"{entity}_last_timestamp"].to_numpy(dtype=np.float64, na_value=np.nan)
+        np.testing.assert_array_equal(a["last_timestamp"], last)
+        assert np.isnan(a["last_timestamp"][-1]) and a["count"][-1] == 0
+
+
 def test_unknown_users_and_items_get_the_default_state() -> None:
     store = FeatureStore.build(OLD, sequence_length=3, show_progress=False)
     f = store.online_user_features(["nobody", "u1"])
