@@ -36,9 +36,11 @@ from recsys.errors import ArtifactError, DataError, NotFittedError
 
 __all__ = ["Learner", "LogisticLearner", "TreeEnsemble", "load_learner"]
 
-#: Threads of the tree traversal (scikit-learn's OpenMP loop over rows); large candidate
-#: blocks (the batch job) gain from every core, single users cost the same.
+#: Threads of the tree traversal (scikit-learn's OpenMP loop over rows); blocks of at
+#: least ``_THREADED_ROWS`` rows (micro-batched requests, the batch job) gain from every
+#: core; below that (one user's ~200 candidates) the threads cost more than they save.
 _PREDICT_THREADS = max(1, os.cpu_count() or 1)
+_THREADED_ROWS = 1024
 
 logger = logging.getLogger(__name__)
 
@@ -203,7 +205,7 @@ class TreeEnsemble:
             return out
         known = np.zeros((0, 8), np.uint32)
         f_idx = np.zeros(self.n_features, np.uint32)
-        threads = _PREDICT_THREADS if x.shape[0] >= 4096 else 1
+        threads = _PREDICT_THREADS if x.shape[0] >= _THREADED_ROWS else 1
         for tree in self._trees():
             out += tree.predict(x, known, f_idx, threads)
         return out
