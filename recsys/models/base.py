@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -33,11 +33,15 @@ __all__ = [
     "HistoryFoldIn",
     "ModelConfig",
     "check_is_fitted",
+    "csr_rows",
+    "latest_entries",
     "score_pairs",
     "topk",
 ]
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 FORMAT_VERSION = 1
 _BLOCK_BYTES = 64 * 1024 * 1024  # dense score block budget per recommend chunk
@@ -300,11 +304,29 @@ def _select_by_key(
     return items, (high ^ ((high >> 31) & np.int32(0x7FFFFFFF))).view(np.float32)
 
 
-def _user_rows(matrix: sp.csr_matrix, users: NDArray[np.int64]) -> sp.csr_matrix:
-    """``matrix[users]``, as a cheap slice when ``users`` is a run of consecutive rows."""
-    if len(users) and users[-1] - users[0] == len(users) - 1 and (np.diff(users) == 1).all():
-        return matrix[users[0] : users[-1] + 1]
-    return matrix[users]
+def csr_rows(matrix: sp.csr_matrix, rows: NDArray[np.int64]) -> sp.csr_matrix:
+    """``matrix[rows]`` (a new matrix), as a cheap slice when ``rows`` is a run of
+    consecutive rows (one user, a block of users, every row of a batch)."""
+    if len(rows) and rows[-1] - rows[0] == len(rows) - 1 and (np.diff(rows) == 1).all():
+        return matrix[rows[0] : rows[-1] + 1]
+    return matrix[rows]
+
+
+def latest_entries(
+    histories: sp.csr_matrix, depth: int
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
+    """The latest ``depth`` entries of every row of a history matrix.
+
+    Stored values order a row's items in time (larger = later; ties to the higher item
+    index). Returns ``rows``, ``items`` and ``age`` (0 = the row's latest item) of the
+    kept entries, each row's latest first.
+    """
+    h = histories
+    rows = np.repeat(np.arange(h.shape[0], dtype=np.int64), np.diff(h.indptr))
+    order = np.lexsort((-h.indices, -h.data, rows))
+    age = np.arange(h.nnz) - h.indptr[rows[order]]
+    keep = age < depth
+    return rows[order][keep], h.indices[order][keep].astype(np.int64), age[keep]
 
 
 def _mask_rows(scores: NDArray[np.float32], rows: sp.csr_matrix) -> None:
@@ -532,6 +554,16 @@ class BaseRecommender(ABC):
         assert self.user_items_ is not None
         return int(self.user_items_.shape[1])
 
+    def _derived(self, key: str, source: object, build: Callable[[], _T]) -> _T:
+        """A value derived from ``source`` (an array of the fitted state), built once per
+        ``source`` object and rebuilt when a refit or load replaces it. Kept in the
+        instance under ``key``; never saved."""
+        cached = self.__dict__.get(key)
+        if cached is None or cached[0] is not source:
+            cached = (source, build())
+            self.__dict__[key] = cached
+        return cached[1]
+
     def _block_size(self) -> int:
         return max(1, _BLOCK_BYTES // (4 * max(1, self.n_items)))
 
@@ -579,7 +611,7 @@ class BaseRecommender(ABC):
                         block[kn] = self._score_users(u[kn])
                     block[~kn] = popularity
                 if exclude_seen and kn.all():
-                    _mask_rows(block, _user_rows(user_items, u))
+                    _mask_rows(block, csr_rows(user_items, u))
                 elif exclude_seen and kn.any():
                     seen = user_items[np.where(kn, u, 0)]
                     seen = sp.csr_matrix(seen.multiply(kn[:, None].astype(np.float32)))
@@ -665,7 +697,7 @@ class HistoryFoldIn(BaseRecommender):
 
     def _score_users(self, user_idx: NDArray[np.int64]) -> NDArray[np.float32]:
         assert self.user_items_ is not None
-        return self._score_history(_user_rows(self.user_items_, user_idx))
+        return self._score_history(csr_rows(self.user_items_, user_idx))
 
     def recommend_for_history(
         self, histories: sp.csr_matrix, k: int = 10, *, exclude_seen: bool = True

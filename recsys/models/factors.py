@@ -34,8 +34,8 @@ from recsys.models.base import (
     HistoryFoldIn,
     ModelConfig,
     _run_blocks,
-    _user_rows,
     check_is_fitted,
+    csr_rows,
 )
 from recsys.types import TrainingData
 
@@ -188,7 +188,7 @@ class FactorModel(HistoryFoldIn):
             order,
             eligible,
             lambda rows: user_factors[users[rows]],
-            lambda rows: _user_rows(user_items, users[rows]) if exclude_seen else None,
+            lambda rows: csr_rows(user_items, users[rows]) if exclude_seen else None,
             lambda rows: super(FactorModel, self).recommend(
                 users[rows], k, exclude_seen=exclude_seen
             ),
@@ -226,11 +226,7 @@ class FactorModel(HistoryFoldIn):
         factors = self.item_factors_
         if k < 1 or factors.dtype != np.float32 or self.n_items < max(_PRUNE_MIN_ITEMS, 16 * k):
             return None
-        cached = self.__dict__.get("_norm_order")
-        if cached is None or cached[0] is not factors:  # built once per set of factors
-            cached = (factors, NormOrder.build(factors))
-            self._norm_order = cached
-        return cached[1]
+        return self._derived("_norm_order", factors, lambda: NormOrder.build(factors))
 
     def _pruned_topk(
         self,

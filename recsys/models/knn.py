@@ -47,7 +47,7 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from recsys.errors import DataError
-from recsys.models.base import HistoryFoldIn, ModelConfig, _user_rows, check_is_fitted, topk
+from recsys.models.base import HistoryFoldIn, ModelConfig, check_is_fitted, csr_rows, topk
 from recsys.types import TrainingData
 
 __all__ = ["ItemKNN", "ItemKNNConfig", "Similarity", "UserKNN", "UserKNNConfig"]
@@ -513,17 +513,13 @@ class UserKNN(HistoryFoldIn):
         self.user_norms_: NDArray[np.float32] | None = None
         self.item_stats_: NDArray[np.float32] | None = None
         self.mean_length_: NDArray[np.float32] | None = None
-        # user_vectors_.T as CSR, and the array it was built from (derived, not saved)
-        self._vectors_t: tuple[sp.csr_matrix, sp.csr_matrix] | None = None
 
     def _transposed_vectors(self) -> sp.csr_matrix:
         """``user_vectors_.T`` in CSR, built once per fitted state: the right operand of
         every query's similarity product (scipy would convert it on each call)."""
         vectors = self.user_vectors_
         assert vectors is not None
-        if self._vectors_t is None or self._vectors_t[0] is not vectors:
-            self._vectors_t = (vectors, sp.csr_matrix(vectors.T))
-        return self._vectors_t[1]
+        return self._derived("_vectors_t", vectors, lambda: sp.csr_matrix(vectors.T))
 
     def _fit(self, data: TrainingData, *, show_progress: bool) -> None:
         cfg = self.config
@@ -569,7 +565,7 @@ class UserKNN(HistoryFoldIn):
     def _score_users(self, user_idx: NDArray[np.int64]) -> NDArray[np.float32]:
         assert self.user_vectors_ is not None and self.user_norms_ is not None
         return self._neighbour_scores(
-            _user_rows(self.user_vectors_, user_idx), self.user_norms_[user_idx], user_idx
+            csr_rows(self.user_vectors_, user_idx), self.user_norms_[user_idx], user_idx
         )
 
     def _score_history(self, histories: sp.csr_matrix) -> NDArray[np.float32]:

@@ -47,7 +47,7 @@ from numpy.typing import ArrayLike, NDArray
 from recsys.artifacts import read_component_meta
 from recsys.config import RankerConfig, RecsysConfig
 from recsys.errors import ArtifactError, ConfigError, DataError, NotFittedError
-from recsys.models.base import score_pairs
+from recsys.models.base import latest_entries, score_pairs
 from recsys.ranking.blend import reciprocal_rank_blend
 from recsys.ranking.components import fit_components, training_frame
 from recsys.ranking.features import FeatureBuilder, check_feature_schema
@@ -541,17 +541,9 @@ class HybridRecommender:
         h.sum_duplicates()
         cfg = self.recsys_config.retrieval
         n = h.shape[0]
-        counts = np.diff(h.indptr)
-        rows = np.repeat(np.arange(n), counts)
-        order = np.lexsort((-h.indices, -h.data, rows))  # latest first within each row
-        age = np.arange(h.nnz) - h.indptr[rows[order]]
-        keep = age < cfg.recent_items
+        rows, items, age = latest_entries(h, cfg.recent_items)
         recent = sp.csr_matrix(
-            (
-                (cfg.recent_decay ** age[keep]).astype(np.float32),
-                (rows[order][keep], h.indices[order][keep]),
-            ),
-            shape=h.shape,
+            ((cfg.recent_decay**age).astype(np.float32), (rows, items)), shape=h.shape
         )
         binary = sp.csr_matrix((np.ones(h.nnz, np.float32), h.indices, h.indptr), shape=h.shape)
         return Queries(np.full(n, -1, np.int64), binary, recent, np.ones(n, np.bool_))

@@ -42,6 +42,7 @@ from numpy.typing import NDArray
 from recsys.artifacts import read_component_meta
 from recsys.config import RetrievalConfig
 from recsys.errors import ArtifactError, ConfigError
+from recsys.models.base import csr_rows
 from recsys.protocols import EmbeddingModel, FoldIn
 from recsys.retrieval.candidates import CandidateSet, Queries, SourceList
 from recsys.retrieval.covisit import CoVisitation
@@ -102,14 +103,6 @@ class SourceSpec:
     kind: SourceKind
     component: str | None
     quota: int
-
-
-def _select_rows(matrix: sp.csr_matrix, mask: NDArray[np.bool_]) -> sp.csr_matrix:
-    """``matrix[mask]`` (a new matrix); a plain copy when every row is selected, which
-    skips scipy's fancy-indexing checks (the one-user request's common case)."""
-    if mask.all():
-        return sp.csr_matrix(matrix, copy=True)
-    return matrix[mask]
 
 
 def _normalise_rows(vectors: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -355,30 +348,33 @@ class CandidateGenerator:
             rows = has_recent & warm
             if not rows.any():
                 return SourceList.empty(spec.name, n)
-            ex = _select_rows(q.history, rows) if exclude_seen else None
-            items, scores = self.covisitation.recommend(_select_rows(q.recent, rows), k, exclude=ex)
+            sel = np.flatnonzero(rows)
+            ex = csr_rows(q.history, sel) if exclude_seen else None
+            items, scores = self.covisitation.recommend(csr_rows(q.recent, sel), k, exclude=ex)
             return SourceList.scatter(spec.name, n, rows, items, scores)
         model = self.components[spec.component or spec.name]
         if spec.kind == "recent":
             rows = has_recent & warm
             if not rows.any():
                 return SourceList.empty(spec.name, n)
-            seeds = _select_rows(q.recent, rows)
+            sel = np.flatnonzero(rows)
+            seeds = csr_rows(q.recent, sel)
             # the fold-in excludes the seeds only: over-fetch by the rest of the history
             extra = (q.history_lengths[rows] - np.diff(seeds.indptr)).max(initial=0)
             fetch = min(k + (int(extra) if exclude_seen else 0), q.n_items)
             items, scores = model.recommend_for_history(seeds, fetch, exclude_seen=True)
             if exclude_seen:
-                items, scores = _first_unseen(items, scores, _select_rows(q.history, rows), k)
+                items, scores = _first_unseen(items, scores, csr_rows(q.history, sel), k)
             return SourceList.scatter(spec.name, n, rows, items, scores)
         if spec.kind == "content":
             rows = has_recent & warm
             if not rows.any():
                 return SourceList.empty(spec.name, n)
             vectors = self._content(spec.name)
-            seeds = sp.csr_matrix(_select_rows(q.recent, rows), dtype=np.float32)
+            sel = np.flatnonzero(rows)
+            seeds = sp.csr_matrix(csr_rows(q.recent, sel), dtype=np.float32)
             query = _normalise_rows(np.asarray(seeds @ vectors, np.float32))
-            ex = _select_rows(q.history, rows) if exclude_seen else None
+            ex = csr_rows(q.history, sel) if exclude_seen else None
             items, scores = self.indexes[spec.name].search(query, k, exclude=ex)
             return SourceList.scatter(spec.name, n, rows, items, scores)
         # embedding and model sources: stored users, then fold-in rows
@@ -388,14 +384,14 @@ class CandidateGenerator:
         if known.any():
             users = q.user_idx[known]
             if spec.kind == "embedding":
-                ex = _select_rows(q.history, known) if exclude_seen else None
+                ex = csr_rows(q.history, np.flatnonzero(known)) if exclude_seen else None
                 qv = self._users(spec.name)[users]
                 items[known], scores[known] = self.indexes[spec.name].search(qv, k, exclude=ex)
             else:
                 items[known], scores[known] = model.recommend(users, k, exclude_seen=exclude_seen)
         fold = q.fold_in & warm
         if fold.any():
-            hist = _select_rows(q.history, fold)
+            hist = csr_rows(q.history, np.flatnonzero(fold))
             if spec.kind == "embedding" and isinstance(model, FoldInVectors):
                 qv = np.asarray(model.fold_in(hist), np.float32)
                 ex = hist if exclude_seen else None

@@ -37,6 +37,7 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from recsys.errors import ArtifactError, ConfigError, DataError, FeatureSchemaError, format_examples
+from recsys.models.base import latest_entries
 
 if TYPE_CHECKING:
     import torch
@@ -561,17 +562,11 @@ class CTRFeatureEncoder:
         """``(n_rows, sequence_length)`` latest items of each history row, oldest first,
         ``-1`` padded (stored values order the items in time; ties to the higher index)."""
         h = sp.csr_matrix(histories, dtype=np.float64)
-        n_rows, length = h.shape[0], self.sequence_length
-        out = np.full((n_rows, length), -1, np.int64)
-        if length == 0 or h.nnz == 0:
-            return out
-        rows = np.repeat(np.arange(n_rows), np.diff(h.indptr))
-        order = np.lexsort((-h.indices, -h.data, rows))  # latest first within each row
-        age = np.arange(h.nnz) - h.indptr[rows[order]]
-        keep = age < length
-        r, a = rows[order][keep], age[keep]
+        length = self.sequence_length
+        out = np.full((h.shape[0], length), -1, np.int64)
+        rows, items, age = latest_entries(h, length)
         n_kept = np.minimum(np.diff(h.indptr), length)
-        out[r, n_kept[r] - 1 - a] = h.indices[order][keep]
+        out[rows, n_kept[rows] - 1 - age] = items
         return out
 
     # ------------------------------------------------------------------ growth
