@@ -2,8 +2,10 @@
 
 Run from the repository root::
 
-    PYTHONPATH=. .venv/bin/python benchmarks/faiss_retrieval.py                 # 1M items
+    PYTHONPATH=. .venv/bin/python benchmarks/faiss_retrieval.py --hnsw-norm-ranges 8,1  # 1M
     PYTHONPATH=. .venv/bin/python benchmarks/faiss_retrieval.py --items 100000 --skip-hnsw
+    PYTHONPATH=. .venv/bin/python benchmarks/faiss_retrieval.py --items 100000 \
+        --hnsw-norm-ranges 8,4,1 --out benchmarks/results/faiss_retrieval_100k.json
     PYTHONPATH=. .venv/bin/python benchmarks/faiss_retrieval.py --skip-hnsw --hnsw-from OLD.json
 
 Data: ``--items`` item vectors of dimension 64 drawn around 1,000 Gaussian cluster centres
@@ -14,7 +16,8 @@ items they like). Ground truth is exact inner-product search (``IndexFlatIP``, t
 exact top 100 that an index returns, averaged over queries.
 
 Measured for the exact index, IVF (``4 sqrt(N)`` cells, a sweep of ``nprobe``) and HNSW
-(M 32, efConstruction 128, a sweep of ``efSearch``): build time, batch search time for all
+(M 32, efConstruction 128, one graph per norm range: ``--hnsw-norm-ranges``, the default 8
+and e.g. 1 for a single graph; a sweep of ``efSearch``): build time, batch search time for all
 queries, single-query latency (median and p99 over ``--single`` queries, one at a time)
 and the speed-ups over exact search, all in the same run with the same threads. The
 figures go to ``benchmarks/results/faiss_retrieval.json``.
@@ -110,6 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ef-search", default="64,128,256,512")
     parser.add_argument("--skip-hnsw", action="store_true")
     parser.add_argument(
+        "--hnsw-norm-ranges",
+        default=str(IndexConfig().hnsw_norm_ranges),
+        help="comma-separated numbers of norm ranges (graphs) to build and sweep; 1 is a "
+        "single graph",
+    )
+    parser.add_argument(
         "--hnsw-from",
         type=Path,
         help="with --skip-hnsw: copy the HNSW results of an earlier run of this benchmark "
@@ -166,18 +175,21 @@ def main(argv: list[str] | None = None) -> int:
         "sweep": sweep(ivf, "ivf", "nprobe", [int(x) for x in args.nprobe.split(",")]),
     }
     del ivf
-    if not args.skip_hnsw:
-        hnsw = ItemIndex.build(items, IndexConfig(kind="hnsw"))
-        print(f"hnsw build {hnsw.build_seconds:.1f}s", flush=True)
-        results["hnsw"] = {
+    for ranges in [] if args.skip_hnsw else [int(x) for x in args.hnsw_norm_ranges.split(",")]:
+        # the default number of norm ranges is "hnsw"; others "hnsw_norm_ranges_<r>"
+        key = "hnsw" if ranges == IndexConfig().hnsw_norm_ranges else f"hnsw_norm_ranges_{ranges}"
+        hnsw = ItemIndex.build(items, IndexConfig(kind="hnsw", hnsw_norm_ranges=ranges))
+        print(f"{key} build {hnsw.build_seconds:.1f}s", flush=True)
+        results[key] = {
             "m": IndexConfig().hnsw_m,
             "ef_construction": IndexConfig().ef_construction,
+            "norm_ranges": ranges,
             "build_s": hnsw.build_seconds,
             "default_ef_search": IndexConfig().ef_search,
-            "sweep": sweep(hnsw, "hnsw", "ef_search", [int(x) for x in args.ef_search.split(",")]),
+            "sweep": sweep(hnsw, key, "ef_search", [int(x) for x in args.ef_search.split(",")]),
         }
         del hnsw
-    elif args.hnsw_from:
+    if args.skip_hnsw and args.hnsw_from:
         earlier = json.loads(args.hnsw_from.read_text())
         if earlier.get("data", {}).get("n_items") != args.items:
             raise SystemExit(f"{args.hnsw_from}: another catalogue size; run HNSW here instead")

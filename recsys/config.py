@@ -119,7 +119,10 @@ class RetrievalConfig(_Strict):
     nprobe
         IVF cells visited per query.
     hnsw_m, ef_construction, ef_search
-        HNSW graph degree and beam widths.
+        HNSW graph degree and beam widths (``ef_search`` per graph).
+    hnsw_norm_ranges
+        HNSW builds one graph per range of item norms (equal item counts) and merges
+        their results by inner product; 1 is a single graph.
     recent_items
         How many of the user's most recent items seed the ``@recent``, ``covisit`` and
         content sources.
@@ -154,6 +157,7 @@ class RetrievalConfig(_Strict):
     hnsw_m: int = Field(default=32, ge=4)
     ef_construction: int = Field(default=128, ge=8)
     ef_search: int = Field(default=256, ge=8)
+    hnsw_norm_ranges: int = Field(default=8, ge=1)
     recent_items: int = Field(default=10, ge=1)
     recent_decay: float = Field(default=0.9, gt=0.0, le=1.0)
     recent: list[str] = Field(default_factory=lambda: ["itemknn", "ease"])

@@ -13,12 +13,28 @@ only as missed items (recall < 1). The Euclidean reduction of inner-product sear
 lost recall on clustered data at every ``nprobe`` (0.89 vs 0.95 recall@100 at
 ``nprobe=64``, 100k items): its extra coordinate dominates the k-means cells.
 
-Why IVF by default: on the 1M-item, 64-d clustered benchmark on two busy cores
-(``benchmarks/faiss_retrieval.py``), IVF (4,000 cells) trained and filled in 149 s and
-reached recall@100 0.99 at ``nprobe`` 64 with a 37x batch and 139x single-query speed-up
-over exact search; HNSW (M 32, efConstruction 128) took 1,843 s to build and reached only
-0.75-0.81 recall@100 at ``efSearch`` 128-512: graph search over raw inner products
-(no metric) strands queries in the wrong neighbourhoods.
+Why IVF by default: on the 1M-item, 64-d clustered benchmark on two cores
+(``benchmarks/faiss_retrieval.py --hnsw-norm-ranges 8,1``, 2026-11-29), IVF (4,000 cells)
+trained and filled in 22 s and reached recall@100 0.99 at ``nprobe`` 64 with a 59x batch
+and 61x single-query speed-up over exact search. One HNSW graph (M 32, efConstruction
+128) took 253 s to build and reached only 0.73-0.81 recall@100 at ``efSearch`` 64-512:
+graph search over raw inner products (no metric) strands queries in the wrong
+neighbourhoods, and large-norm items crowd out the rest.
+
+HNSW therefore splits the items by vector norm into ``hnsw_norm_ranges`` equal-size
+ranges with one graph each (norm-range partitioning, Yan et al., NeurIPS 2018); a query
+searches the graphs from the largest norms down, skips the rest once no item there can
+reach its top k (Cauchy-Schwarz on each graph's largest norm), and the lists merge by
+exact inner product. Within a range the norms are close, so inner-product order is close
+to angular order and the graph search finds its way. In the same 1M run 8 ranges
+(207 s to build) reached 0.83-0.91 at ``efSearch`` 64-512, and more recall than one graph
+at the same time per query (0.85 in 2.5 ms against 0.81 in 2.4 ms), but still short of
+IVF. On 100k items (``benchmarks/results/faiss_retrieval_100k.json``) one graph reached
+0.91 at ``efSearch`` 256 and 0.93 at 512; 8 ranges 0.98 at 64 and 0.996 at 128, at
+2.8 ms per single query against 0.2-1.0 ms for one graph (IVF: 0.95 in 0.4 ms). The
+skipping pays when norms spread widely: with the benchmark's norms (log-normal sigma 0.3)
+queries visit nearly all 8 graphs, with sigma 1.0 under 4 (``last_graphs_per_query``;
+the unit tests check both).
 """
 
 from __future__ import annotations
@@ -26,7 +42,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -46,6 +64,7 @@ logger = logging.getLogger(__name__)
 IndexKind = Literal["auto", "flat", "hnsw", "ivf"]
 _FORMAT_VERSION = 2
 _EXACT_BLOCK = 1 << 24  # query x item scores per block of the exact search (64 MiB float32)
+_PART_FILE = re.compile(r"index(\.[0-9]+)?\.faiss")
 
 
 class IndexConfig(BaseModel):
@@ -69,7 +88,11 @@ class IndexConfig(BaseModel):
     train_points_per_list
         k-means training sample per IVF cell (FAISS wants at least 39).
     hnsw_m, ef_construction, ef_search
-        HNSW graph degree and beam widths (higher: better recall, slower).
+        HNSW graph degree and beam widths (higher: better recall, slower); ``ef_search``
+        applies to each graph.
+    hnsw_norm_ranges
+        HNSW graphs, one per range of item norms (equal item counts); 1 builds a single
+        graph over every item.
     seed
         Seed of the k-means sample and initialisation.
     """
@@ -84,6 +107,7 @@ class IndexConfig(BaseModel):
     hnsw_m: int = Field(default=32, ge=4)
     ef_construction: int = Field(default=128, ge=8)
     ef_search: int = Field(default=256, ge=8)
+    hnsw_norm_ranges: int = Field(default=8, ge=1)
     seed: int = 42
 
     def resolve_kind(self, n_items: int) -> Literal["flat", "hnsw", "ivf"]:
@@ -144,10 +168,20 @@ class ItemIndex:
     1
     """
 
-    def __init__(self, index: faiss.Index, kind: str, config: IndexConfig) -> None:
+    def __init__(
+        self,
+        index: faiss.Index,
+        kind: str,
+        config: IndexConfig,
+        range_norms: NDArray[np.float32] | None = None,
+    ) -> None:
         self.index = index
         self.kind = kind
         self.config = config
+        #: the largest item norm of each norm-range graph (``None``: one index)
+        self.range_norms = range_norms
+        #: graphs the last search visited per query (norm ranges; 1.0 for one index)
+        self.last_graphs_per_query = 1.0
         self.build_seconds: float = 0.0
 
     def __repr__(self) -> str:
@@ -175,8 +209,9 @@ class ItemIndex:
         """
         if nprobe is not None and isinstance(self.index, faiss.IndexIVF):
             self.index.nprobe = min(int(nprobe), int(self.index.nlist))
-        if ef_search is not None and isinstance(self.index, faiss.IndexHNSW):
-            self.index.hnsw.efSearch = int(ef_search)
+        if ef_search is not None:
+            for graph in _graphs(self.index):
+                graph.hnsw.efSearch = int(ef_search)
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -202,12 +237,11 @@ class ItemIndex:
         n, d = vecs.shape
         kind = config.resolve_kind(n)
         index: faiss.Index
+        range_norms = None
         if kind == "flat":
             index = faiss.IndexFlatIP(d)
         elif kind == "hnsw":
-            index = faiss.IndexHNSWFlat(d, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = config.ef_construction
-            index.hnsw.efSearch = config.ef_search
+            index, range_norms = _norm_range_graphs(vecs, config)
         else:
             nlist = config.nlist or max(1, round(4 * math.sqrt(n)))
             if nlist > n:
@@ -222,8 +256,9 @@ class ItemIndex:
             size = min(n, config.train_points_per_list * nlist)
             index.train(vecs[np.sort(rng.choice(n, size=size, replace=False))])
             index.nprobe = min(config.nprobe, nlist)
-        index.add(vecs)
-        out = cls(index, kind, config)
+        if index.ntotal == 0:
+            index.add(vecs)
+        out = cls(index, kind, config, range_norms)
         out.build_seconds = time.perf_counter() - start
         logger.info(
             "built item index kind=%s n_items=%d dim=%d elapsed=%.2fs",
@@ -286,7 +321,10 @@ class ItemIndex:
         if n == 0:
             return np.full((0, k), -1, np.int64), np.full((0, k), np.nan, np.float32)
         fetch = min(self.n_items, k + extra)
-        scores, items = self.index.search(q, fetch)
+        if self.range_norms is None:
+            scores, items = self.index.search(q, fetch)
+        else:
+            scores, items = self._search_ranges(q, fetch)
         items = items.astype(np.int64)
         scores = scores.astype(np.float32)
         if exclude is not None and extra:
@@ -308,19 +346,62 @@ class ItemIndex:
             scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=np.nan)
         return items, scores
 
+    def _search_ranges(
+        self, q: NDArray[np.float32], fetch: int
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """Search the norm-range graphs, largest norms first, merging by inner product.
+
+        A query skips the remaining graphs once its ``fetch``-th best score reaches
+        ``|q|`` times a graph's largest item norm (Cauchy-Schwarz: no item there can beat
+        it; a 1e-4 relative margin covers float32 rounding), so the small-norm graphs are
+        searched only by the queries that still need them.
+        """
+        assert self.range_norms is not None
+        parts = _parts(self.index)
+        n = q.shape[0]
+        best_s = np.full((n, fetch), -np.inf, np.float32)
+        best_i = np.full((n, fetch), -1, np.int64)
+        q_norm = np.linalg.norm(q, axis=1)
+        searched = 0
+        for b in np.argsort(-self.range_norms, kind="stable"):
+            bound = q_norm * float(self.range_norms[b])
+            rows = np.flatnonzero(best_s[:, -1] < bound + 1e-4 * np.abs(bound))
+            if len(rows) == 0:  # the bounds only shrink from here
+                break
+            searched += len(rows)
+            s, i = parts[b].search(q[rows], fetch)
+            s = np.where(i >= 0, s, -np.inf).astype(np.float32)
+            cand_s = np.hstack([best_s[rows], s])
+            cand_i = np.hstack([best_i[rows], i.astype(np.int64)])
+            order = np.argsort(-cand_s, axis=1, kind="stable")[:, :fetch]
+            best_s[rows] = np.take_along_axis(cand_s, order, 1)
+            best_i[rows] = np.take_along_axis(cand_i, order, 1)
+        self.last_graphs_per_query = searched / max(n, 1)
+        return best_s, best_i
+
     # ------------------------------------------------------------------ persistence
     def save(self, path: Path) -> None:
-        """Write ``index.faiss`` (FAISS's own binary format) and ``index.json``."""
+        """Write ``index.faiss`` (FAISS's own binary format) and ``index.json``.
+
+        An HNSW index of several norm ranges writes one graph per file: ``index.faiss``,
+        ``index.1.faiss``, ... (listed under ``files`` in ``index.json``).
+        """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        faiss.write_index(self.index, str(path / "index.faiss"))
+        parts = _parts(self.index)
+        files = ["index.faiss"] + [f"index.{b}.faiss" for b in range(1, len(parts))]
+        for part, name in zip(parts, files, strict=True):
+            faiss.write_index(part, str(path / name))
         meta = {
             "format_version": _FORMAT_VERSION,
             "kind": self.kind,
             "dim": self.dim,
             "n_items": self.n_items,
+            "files": files,
             "config": self.config.model_dump(),
         }
+        if self.range_norms is not None:
+            meta["range_norms"] = [float(x) for x in self.range_norms]
         (path / "index.json").write_text(json.dumps(meta, indent=2) + "\n")
 
     @classmethod
@@ -336,15 +417,91 @@ class ItemIndex:
         path = Path(path)
         try:
             meta = json.loads((path / "index.json").read_text())
-            index = faiss.read_index(str(path / "index.faiss"))
-        except (OSError, RuntimeError, ValueError) as exc:
+        except (OSError, ValueError) as exc:
             raise ArtifactError(f"ItemIndex: cannot read index at {path}: {exc}") from exc
         check_format_version(meta, _FORMAT_VERSION, "ItemIndex", path, "; rebuild the artifact")
+        files = meta.get("files", ["index.faiss"])  # a single file before norm ranges
+        bad = [f for f in files if not _PART_FILE.fullmatch(str(f))] if files else [files]
+        if not isinstance(files, list) or bad:
+            raise ArtifactError(f"ItemIndex: {path}/index.json lists bad index files {bad}")
+        try:
+            parts = [faiss.read_index(str(path / name)) for name in files]
+        except (OSError, RuntimeError) as exc:
+            raise ArtifactError(f"ItemIndex: cannot read index at {path}: {exc}") from exc
+        index = parts[0] if len(parts) == 1 else _shards(parts)
+        range_norms = None
+        if len(parts) > 1:
+            range_norms = np.asarray(meta.get("range_norms", []), np.float32)
+            if range_norms.shape != (len(parts),):
+                raise ArtifactError(
+                    f"ItemIndex: {path}/index.json has {len(parts)} index files but "
+                    f"{range_norms.size} range_norms"
+                )
         if int(index.ntotal) != int(meta["n_items"]) or int(index.d) != int(meta["dim"]):
             raise ArtifactError(
                 f"ItemIndex: {path} holds {index.ntotal} vectors of dim {index.d}, its "
                 f"metadata says {meta['n_items']} of dim {meta['dim']}"
             )
-        out = cls(index, meta["kind"], IndexConfig(**meta["config"]))
+        config = {"hnsw_norm_ranges": len(parts), **meta["config"]}
+        out = cls(index, meta["kind"], IndexConfig(**config), range_norms)
         out.set_search_params(nprobe=out.config.nprobe, ef_search=out.config.ef_search)
         return out
+
+
+def _graph(dim: int, config: IndexConfig) -> faiss.IndexHNSWFlat:
+    graph = faiss.IndexHNSWFlat(dim, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    graph.hnsw.efConstruction = config.ef_construction
+    graph.hnsw.efSearch = config.ef_search
+    return graph
+
+
+def _norm_range_graphs(
+    vecs: NDArray[np.float32], config: IndexConfig
+) -> tuple[faiss.Index, NDArray[np.float32] | None]:
+    """One inner-product HNSW graph per range of item norms (equal item counts), filled,
+    and each graph's largest item norm (``None`` for a single graph)."""
+    n, dim = vecs.shape
+    ranges = min(config.hnsw_norm_ranges, n)
+    if ranges == 1:
+        graph = _graph(dim, config)
+        graph.add(vecs)
+        return graph, None
+    norms = np.linalg.norm(vecs, axis=1)
+    order = np.argsort(norms, kind="stable")
+    parts = []
+    tops = []
+    for ids in np.array_split(order, ranges):
+        tops.append(norms[ids[-1]])
+        ids = np.sort(ids).astype(np.int64)
+        part = faiss.IndexIDMap2(_graph(dim, config))
+        part.add_with_ids(vecs[ids], ids)
+        parts.append(part)
+    return _shards(parts), np.asarray(tops, np.float32)
+
+
+def _shards(parts: Sequence[faiss.Index]) -> faiss.IndexShards:
+    """Indexes over disjoint item ids (their own ids), searched together: merged by score."""
+    # (dim, threaded, successive_ids): FAISS's type stubs lack this constructor
+    shards = faiss.IndexShards(int(parts[0].d), False, False)  # type: ignore[call-arg]
+    for part in parts:
+        shards.add_shard(part)  # FAISS's wrapper keeps a reference to the part
+    return shards
+
+
+def _parts(index: faiss.Index) -> list[faiss.Index]:
+    """The indexes a search runs over: the shards, or the index itself."""
+    if isinstance(index, faiss.IndexShards):
+        n = index.count()  # type: ignore[attr-defined]  # (missing from FAISS's stubs)
+        return [faiss.downcast_index(index.at(b)) for b in range(n)]  # type: ignore[attr-defined]
+    return [index]
+
+
+def _graphs(index: faiss.Index) -> list[faiss.IndexHNSW]:
+    """The HNSW graphs of an index (none for flat and IVF indexes)."""
+    out = []
+    for part in _parts(index):
+        if isinstance(part, faiss.IndexIDMap):
+            part = faiss.downcast_index(part.index)
+        if isinstance(part, faiss.IndexHNSW):
+            out.append(part)
+    return out

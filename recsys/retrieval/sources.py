@@ -506,4 +506,5 @@ def _index_config(config: RetrievalConfig) -> IndexConfig:
         hnsw_m=config.hnsw_m,
         ef_construction=config.ef_construction,
         ef_search=config.ef_search,
+        hnsw_norm_ranges=config.hnsw_norm_ranges,
     )

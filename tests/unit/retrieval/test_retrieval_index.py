@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import scipy.sparse as sp
 
 from recsys.errors import ArtifactError, ConfigError, DataError
 from recsys.retrieval import IndexConfig, ItemIndex, exact_search
+from recsys.retrieval.index import _graphs
 
 
 def clustered(rng: np.random.Generator, n: int, dim: int, n_clusters: int) -> np.ndarray:
@@ -89,6 +91,88 @@ def test_hnsw_recall_on_a_small_catalogue(rng: np.random.Generator) -> None:
     found, _ = index.search(queries, 50)
     want, _ = exact_search(items, queries, 50)
     assert recall(found, want) >= 0.95
+
+
+def test_norm_ranges_lift_hnsw_recall_over_one_graph(rng: np.random.Generator) -> None:
+    # 40 clusters with log-normal norms: one inner-product graph misses many true top items
+    items = clustered(rng, 20_000, 32, 40)
+    base = items[rng.choice(len(items), 100, replace=False)]
+    queries = (base + 0.3 * rng.normal(size=base.shape) / np.sqrt(32)).astype(np.float32)
+    want, _ = exact_search(items, queries, 100)
+    one = ItemIndex.build(items, IndexConfig(kind="hnsw", hnsw_norm_ranges=1))
+    ranged = ItemIndex.build(items, IndexConfig(kind="hnsw"))  # 8 norm ranges
+    assert len(_graphs(one.index)) == 1 and len(_graphs(ranged.index)) == 8
+    assert ranged.n_items == len(items)
+    found_one, _ = one.search(queries, 100)
+    found, scores = ranged.search(queries, 100)
+    assert recall(found_one, want) < 0.9
+    assert recall(found, want) >= 0.95
+    # every score is the exact inner product of the returned (original) item index
+    np.testing.assert_allclose(
+        scores, np.einsum("nd,nkd->nk", queries, items[found]), rtol=1e-4, atol=1e-5
+    )
+    assert (np.diff(scores, axis=1) <= 0).all()
+    # skipping the graphs whose norms cannot reach a query's top 100 loses nothing: the
+    # same lists as searching every graph (FAISS's merge of all of them)
+    all_scores, all_items = ranged.index.search(queries, 100)
+    np.testing.assert_array_equal(found, all_items)
+    np.testing.assert_allclose(scores, all_scores, rtol=1e-6)
+    assert ranged.last_graphs_per_query > 4  # norms of sigma 0.3: little to skip
+    # widely spread norms: most queries' top 100 fill up from the large-norm graphs
+    spread = items * rng.lognormal(0.0, 1.0, len(items)).astype(np.float32)[:, None]
+    wide = ItemIndex.build(spread, IndexConfig(kind="hnsw"))
+    found, scores = wide.search(queries, 100)
+    assert wide.last_graphs_per_query < 4
+    all_scores, all_items = wide.index.search(queries, 100)
+    np.testing.assert_array_equal(found, all_items)
+    ranged.set_search_params(ef_search=40)
+    assert {g.hnsw.efSearch for g in _graphs(ranged.index)} == {40}
+
+
+def test_hnsw_exclusion_and_round_trip_of_its_graphs(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    items = clustered(rng, 2000, 8, 5)
+    queries = clustered(rng, 4, 8, 5)
+    index = ItemIndex.build(items, IndexConfig(kind="hnsw", hnsw_norm_ranges=3))
+    top, _ = index.search(queries, 10)
+    exclude = sp.csr_matrix(
+        (np.ones(12), (np.repeat(np.arange(4), 3), top[:, :3].ravel())), (4, 2000)
+    )
+    found, _ = index.search(queries, 10, exclude=exclude)
+    for r in range(4):
+        assert not set(found[r]) & set(top[r, :3])
+        assert found[r, :7].tolist() == top[r, 3:].tolist()
+    index.save(tmp_path / "ix")
+    meta = json.loads((tmp_path / "ix" / "index.json").read_text())
+    assert meta["files"] == ["index.faiss", "index.1.faiss", "index.2.faiss"]
+    back = ItemIndex.load(tmp_path / "ix")
+    assert back.kind == "hnsw" and back.config.hnsw_norm_ranges == 3
+    for a, b in zip(index.search(queries, 10), back.search(queries, 10), strict=True):
+        np.testing.assert_array_equal(a, b)
+    (tmp_path / "ix" / "index.2.faiss").unlink()
+    with pytest.raises(ArtifactError, match="cannot read index"):
+        ItemIndex.load(tmp_path / "ix")
+    meta["files"] = ["index.faiss", "../elsewhere.faiss"]
+    (tmp_path / "ix" / "index.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="bad index files"):
+        ItemIndex.load(tmp_path / "ix")
+
+
+def test_single_graph_index_of_the_earlier_layout_loads(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    items = clustered(rng, 500, 8, 5)
+    index = ItemIndex.build(items, IndexConfig(kind="hnsw", hnsw_norm_ranges=1))
+    index.save(tmp_path / "ix")
+    meta = json.loads((tmp_path / "ix" / "index.json").read_text())
+    del meta["files"], meta["config"]["hnsw_norm_ranges"]  # as written before norm ranges
+    (tmp_path / "ix" / "index.json").write_text(json.dumps(meta))
+    back = ItemIndex.load(tmp_path / "ix")
+    assert back.config.hnsw_norm_ranges == 1 and len(_graphs(back.index)) == 1
+    q = items[:3]
+    for a, b in zip(index.search(q, 5), back.search(q, 5), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("kind", ["flat", "ivf"])
