@@ -127,3 +127,31 @@ def test_save_load_round_trip(
     np.testing.assert_array_equal(a.source_ranks, b.source_ranks)
     with pytest.raises(ArtifactError, match=r"not fitted"):
         CandidateGenerator.load(tmp_path / "index", {"popular": components["popular"]})
+
+
+def test_hnsw_norm_ranges_reach_the_embedding_index_and_persist(
+    components: dict[str, Any], data: TrainingData, tmp_path: Path
+) -> None:
+    gen = CandidateGenerator.fit(
+        components,
+        data,
+        retrievers=["als", "popular"],
+        config=RetrievalConfig(index="hnsw", hnsw_norm_ranges=3, covisitation=False),
+        candidates=15,
+    )
+    index = gen.indexes["als"]
+    assert index.kind == "hnsw" and index.range_norms is not None
+    assert len(index.range_norms) == 3
+    gen.save(tmp_path / "index")
+    back = CandidateGenerator.load(tmp_path / "index", components)
+    assert back.indexes["als"].config.hnsw_norm_ranges == 3
+    q = user_queries(data, np.arange(data.n_users))
+    a, b = gen.generate(q, limit=200), back.generate(q, limit=200)
+    np.testing.assert_array_equal(a.items, b.items)
+    # 30 items in three graphs: the embedding source still returns the model's own lists
+    items, _ = components["als"].recommend(np.arange(6), 15)
+    col = a.source_names.index("als")
+    for r in range(6):
+        mine = (a.rows == r) & a.proposed[:, col]
+        got = a.items[mine][np.argsort(a.source_ranks[mine, col])]
+        assert got.tolist() == items[r][items[r] >= 0].tolist()
