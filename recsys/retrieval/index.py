@@ -240,6 +240,7 @@ class ItemIndex:
         range_norms = None
         if kind == "flat":
             index = faiss.IndexFlatIP(d)
+            index.add(vecs)
         elif kind == "hnsw":
             index, range_norms = _norm_range_graphs(vecs, config)
         else:
@@ -256,7 +257,6 @@ class ItemIndex:
             size = min(n, config.train_points_per_list * nlist)
             index.train(vecs[np.sort(rng.choice(n, size=size, replace=False))])
             index.nprobe = min(config.nprobe, nlist)
-        if index.ntotal == 0:
             index.add(vecs)
         out = cls(index, kind, config, range_norms)
         out.build_seconds = time.perf_counter() - start
@@ -421,9 +421,12 @@ class ItemIndex:
             raise ArtifactError(f"ItemIndex: cannot read index at {path}: {exc}") from exc
         check_format_version(meta, _FORMAT_VERSION, "ItemIndex", path, "; rebuild the artifact")
         files = meta.get("files", ["index.faiss"])  # a single file before norm ranges
-        bad = [f for f in files if not _PART_FILE.fullmatch(str(f))] if files else [files]
-        if not isinstance(files, list) or bad:
-            raise ArtifactError(f"ItemIndex: {path}/index.json lists bad index files {bad}")
+        if not (
+            isinstance(files, list)
+            and files
+            and all(isinstance(f, str) and _PART_FILE.fullmatch(f) for f in files)
+        ):
+            raise ArtifactError(f"ItemIndex: {path}/index.json lists bad index files {files!r}")
         try:
             parts = [faiss.read_index(str(path / name)) for name in files]
         except (OSError, RuntimeError) as exc:
@@ -458,8 +461,8 @@ def _graph(dim: int, config: IndexConfig) -> faiss.IndexHNSWFlat:
 def _norm_range_graphs(
     vecs: NDArray[np.float32], config: IndexConfig
 ) -> tuple[faiss.Index, NDArray[np.float32] | None]:
-    """One inner-product HNSW graph per range of item norms (equal item counts), filled,
-    and each graph's largest item norm (``None`` for a single graph)."""
+    """One inner-product HNSW graph per range of item norms (equal item counts) holding
+    ``vecs``, and each graph's largest item norm (``None`` for a single graph)."""
     n, dim = vecs.shape
     ranges = min(config.hnsw_norm_ranges, n)
     if ranges == 1:
