@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 #: Seconds a worker may take to answer uvicorn's supervisor (start-up included).
 WORKER_HEALTHCHECK_S = 60
+#: Bind address and port when neither the flags nor RECSYS_HOST / RECSYS_PORT give them.
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
 
 
 def _port(text: str) -> int:
@@ -48,8 +51,20 @@ def _workers(text: str) -> int:
 
 def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--artifact", type=Path, required=True, help="artifact directory")
-    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    parser.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
+    # Defaults from the environment (the container sets both); a flag still wins. A string
+    # default goes through ``type`` only when the flag is absent, so a bad RECSYS_PORT is
+    # reported (exit 2) only when it would be used.
+    parser.add_argument(
+        "--host",
+        default=os.environ.get("RECSYS_HOST") or DEFAULT_HOST,
+        help=f"bind address (default $RECSYS_HOST, else {DEFAULT_HOST})",
+    )
+    parser.add_argument(
+        "--port",
+        type=_port,
+        default=os.environ.get("RECSYS_PORT") or DEFAULT_PORT,
+        help=f"port (default $RECSYS_PORT, else {DEFAULT_PORT})",
+    )
     parser.add_argument(
         "--workers",
         type=_workers,
@@ -82,7 +97,8 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Serve an artifact over HTTP: /recommend, /similar-items, /events, "
         "/healthz, /readyz, /metrics, /admin/reload (needs RECSYS_ADMIN_KEY) and a demo "
         "page at /. The artifact is verified before the server starts.",
-        epilog="environment: RECSYS_ADMIN_KEY, RECSYS_EVENTS_LOG, RECSYS_MAX_BODY_BYTES, "
+        epilog="environment: RECSYS_HOST and RECSYS_PORT (defaults of --host and --port), "
+        "RECSYS_ADMIN_KEY, RECSYS_EVENTS_LOG, RECSYS_MAX_BODY_BYTES, "
         "RECSYS_MAX_EVENTS_PER_USER, RECSYS_RECOMMEND_CACHE_SIZE (plain lists cached per "
         "model, default 50000; 0 = off), RECSYS_RECOMMEND_WARM_USERS and "
         "RECSYS_RECOMMEND_WARM_K (lists computed before serving, default 5000 users x top "
