@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from recsys.errors import ConfigError, DataError, RecsysError
+from recsys.errors import ConfigError, RecsysError
 
 logger = logging.getLogger("recsys.cli")
 
@@ -85,14 +85,21 @@ def _add_data_inputs(p: argparse.ArgumentParser) -> None:
 
 
 def _load_inputs(args: argparse.Namespace, on_bad_rows: Literal["fail", "drop"] = "fail") -> Any:
-    from recsys.data import Dataset, load_dataset, read_interactions, read_items, read_users
+    from recsys.data import (
+        Dataset,
+        load_dataset,
+        read_interactions,
+        read_item_relations,
+        read_items,
+        read_users,
+    )
 
     if args.dataset:
         return load_dataset(args.dataset)
     policy: Literal["fail", "drop"] = args.on_bad_rows or on_bad_rows
     relations = None
     if args.item_relations:
-        relations = _read_table(args.item_relations)
+        relations = read_item_relations(args.item_relations, on_bad_rows=policy)
     return Dataset(
         name=args.interactions.stem,
         interactions=read_interactions(args.interactions, on_bad_rows=policy),
@@ -100,14 +107,6 @@ def _load_inputs(args: argparse.Namespace, on_bad_rows: Literal["fail", "drop"] 
         users=read_users(args.users, on_bad_rows=policy) if args.users else None,
         item_relations=relations,
     )
-
-
-def _read_table(path: Path) -> pd.DataFrame:
-    if not path.exists():
-        raise DataError(f"{path}: file not found")
-    if path.suffix in (".parquet", ".pq"):
-        return pd.read_parquet(path)
-    return pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", dtype=str)
 
 
 def _write(df: pd.DataFrame, path: Path) -> None:
@@ -147,10 +146,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate an artifact's components or a recommendation file."""
-    from recsys.data import read_interactions
+    from recsys.data import read_interactions, read_recommendations
     from recsys.eval import evaluate_recommendations, format_table
 
-    test = read_interactions(args.test, on_bad_rows=args.on_bad_rows or "fail")
+    policy: Literal["fail", "drop"] = args.on_bad_rows or "fail"
+    test = read_interactions(args.test, on_bad_rows=policy)
     # the HTML report's recall@k curves need more cut-offs than the table shows
     ks = tuple(sorted(set(args.k) | ({1, 5, 10, 20, 50} if args.html else set())))
     extras: dict[str, Any] = {}
@@ -170,8 +170,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         extras = pipeline_extras(pipe)
         extras["info"] = {"artifact": str(args.artifact), "test": str(args.test), **extras["info"]}
     else:
-        recs = _read_table(args.recs) if args.recs.suffix != ".csv" else pd.read_csv(args.recs)
-        train = read_interactions(args.train) if args.train else None
+        recs = read_recommendations(args.recs, on_bad_rows=policy)
+        train = read_interactions(args.train, on_bad_rows=policy) if args.train else None
         all_metrics = evaluate_recommendations(recs, test, train, ks=ks)
         keep = set(_columns_at(list(all_metrics), args.k))
         flat = {k: v for k, v in all_metrics.items() if k in keep}
@@ -218,24 +218,26 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     """Write every component's score of user-item pairs to a parquet or CSV file."""
+    from recsys.data import read_pairs
     from recsys.pipeline import Pipeline
+    from recsys.types import warn_if_all_unknown
 
+    pairs = read_pairs(args.pairs)
     pipe = Pipeline.load(args.artifact)
-    pairs = _read_table(args.pairs)
-    missing = [c for c in ("user_id", "item_id") if c not in pairs.columns]
-    if missing:
-        raise DataError(
-            f"{args.pairs}: missing column(s) {', '.join(missing)} "
-            f"(found: {', '.join(map(str, pairs.columns))})"
+    # ids as read (kept in the output); score_pairs maps them by the one id rule
+    users, items = pairs["user_id"].to_numpy(), pairs["item_id"].to_numpy()
+    for column, ids, vocab in (
+        ("user_id", users, pipe.user_map),
+        ("item_id", items, pipe.item_map),
+    ):
+        warn_if_all_unknown(
+            vocab.to_index(ids),
+            ids,
+            vocab,
+            source=str(args.pairs),
+            column=column,
+            consequence="their scores are NaN",
         )
-    if pairs[["user_id", "item_id"]].isna().any().any():
-        rows = np.flatnonzero(pairs[["user_id", "item_id"]].isna().any(axis=1).to_numpy())
-        raise DataError(
-            f"{args.pairs}: {len(rows)} rows have a missing user_id or item_id, e.g. rows "
-            f"{rows[:5].tolist()}"
-        )
-    users = _coerce_ids(pairs["user_id"], pipe.user_map.ids)
-    items = _coerce_ids(pairs["item_id"], pipe.item_map.ids)
     t0 = time.perf_counter()
     scores = pipe.score_pairs(users, items)
     _write(scores, args.out)
@@ -247,16 +249,6 @@ def cmd_score(args: argparse.Namespace) -> int:
         args.out,
     )
     return 0
-
-
-def _coerce_ids(values: pd.Series, vocab: np.ndarray) -> np.ndarray:
-    """Match the id type of a users file to the artifact's vocabulary (CSV gives strings)."""
-    arr = values.to_numpy()
-    if vocab.dtype.kind in "iu" and arr.dtype.kind not in "iu":
-        as_num = pd.to_numeric(values, errors="coerce")
-        if as_num.notna().all() and (as_num % 1 == 0).all():
-            return as_num.astype(np.int64).to_numpy()
-    return arr
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:

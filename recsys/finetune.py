@@ -28,14 +28,21 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-from recsys.errors import ArtifactError, ConfigError
+from recsys.errors import ArtifactError, ConfigError, DataError, format_examples
 from recsys.models._torch.ctr_model import CTRRecommender
 from recsys.models._torch.trainer import EpochCallback
+from recsys.types import IdMap, id_kind
 
 if TYPE_CHECKING:
     from recsys.features import FeatureStore
 
-__all__ = ["add_finetune_parser", "cmd_finetune", "finetune", "load_ctr_model"]
+__all__ = [
+    "add_finetune_parser",
+    "cmd_finetune",
+    "finetune",
+    "load_ctr_model",
+    "vocabulary_ids",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -195,6 +202,53 @@ def add_finetune_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
+def vocabulary_ids(
+    frame: pd.DataFrame, user_map: IdMap, item_map: IdMap, *, source: str = "<frame>"
+) -> pd.DataFrame:
+    """New interactions with their ids in the artifact's form, by the one id rule.
+
+    ``"196"`` read from a CSV becomes ``196`` for an integer vocabulary (and ``7`` becomes
+    ``"7"`` for a string one), so new rows reach the same users and items as the training
+    data did (:meth:`recsys.types.IdMap.to_index`), and new ids join the vocabulary with
+    its type.
+
+    Parameters
+    ----------
+    frame
+        Validated interactions (``user_id``, ``item_id``, ...).
+    user_map, item_map
+        The artifact's vocabularies.
+    source
+        The file, for messages.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A copy of ``frame`` with converted id columns.
+
+    Raises
+    ------
+    DataError
+        Ids that cannot take the vocabulary's type (``"newcomer"`` for an integer
+        vocabulary), naming the file, the field, the first rows and a few ids.
+    """
+    out = frame.copy()
+    for column, vocab in (("user_id", user_map), ("item_id", item_map)):
+        coerced = vocab.coerce(out[column].to_numpy())
+        if vocab.kind != "mixed" and len(coerced) and id_kind(coerced) != vocab.kind:
+            want = int if vocab.kind == "int" else str
+            bad = np.flatnonzero([not isinstance(v, want) for v in coerced.tolist()])
+            raise DataError(
+                f"{source}: {len(bad)} rows, field {column!r}: ids that cannot join the "
+                f"artifact's vocabulary of {vocab.kind} ids, rows "
+                f"{format_examples((bad + 1).tolist())}, e.g. "
+                f"{format_examples(pd.unique(pd.Series(coerced[bad]))[:5].tolist())}; use "
+                f"{'integer' if vocab.kind == 'int' else 'string'} ids for this artifact"
+            )
+        out[column] = coerced
+    return out
+
+
 def cmd_finetune(args: argparse.Namespace) -> int:
     """Fine-tune the deepfm/din components of an artifact on new interactions and write a
     new artifact; the other components are kept as they are."""
@@ -206,6 +260,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         raise ConfigError(f"--epochs must be >= 1, got {args.epochs}")
     pipe = Pipeline.load(args.artifact)
     new = read_interactions(args.interactions, on_bad_rows=args.on_bad_rows)
+    new = vocabulary_ids(new, pipe.user_map, pipe.item_map, source=str(args.interactions))
     deep = [n for n in pipe.components if isinstance(pipe.models.get(n), CTRRecommender)]
     names = [x.strip() for x in args.models.split(",") if x.strip()] if args.models else deep
     if not names:

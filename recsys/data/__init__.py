@@ -3,7 +3,8 @@
 Everything other layers need is importable from here:
 
 * reading and writing: :func:`read_interactions`, :func:`read_items`, :func:`read_users`
-  (and their ``*_with_report`` forms), :func:`validate_interactions`,
+  (and their ``*_with_report`` forms), :func:`read_pairs`, :func:`read_recommendations`,
+  :func:`read_item_relations`, :func:`validate_interactions`,
   :class:`ValidationReport`, :func:`write_frame`;
 * datasets: :class:`Dataset`, :func:`load_dataset` (bundled MovieLens 100K, offline),
   :func:`available_datasets`, :func:`fetch_grouplens` (public MovieLens releases);
@@ -28,8 +29,11 @@ from recsys.data.readers import (
     parse_timestamps,
     read_interactions,
     read_interactions_with_report,
+    read_item_relations,
     read_items,
     read_items_with_report,
+    read_pairs,
+    read_recommendations,
     read_users,
     read_users_with_report,
     validate_interactions,
@@ -66,8 +70,11 @@ __all__ = [
     "random_split",
     "read_interactions",
     "read_interactions_with_report",
+    "read_item_relations",
     "read_items",
     "read_items_with_report",
+    "read_pairs",
+    "read_recommendations",
     "read_users",
     "read_users_with_report",
     "split_dataset",

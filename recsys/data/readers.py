@@ -53,8 +53,11 @@ __all__ = [
     "parse_timestamps",
     "read_interactions",
     "read_interactions_with_report",
+    "read_item_relations",
     "read_items",
     "read_items_with_report",
+    "read_pairs",
+    "read_recommendations",
     "read_table",
     "read_users",
     "read_users_with_report",
@@ -71,6 +74,8 @@ BadRowPolicy = Literal["fail", "drop"]
 CSV_SUFFIXES = {".csv": ",", ".tsv": "\t", ".txt": None}
 PARQUET_SUFFIXES = {".parquet", ".pq"}
 COMPRESSION_SUFFIXES = {".gz", ".bz2", ".zip", ".xz", ".zst"}
+
+_BOM = "\ufeff"  # UTF-8 byte-order mark, as decoded
 
 # Text that means "no value" in a CSV cell. Anything else is kept verbatim.
 NA_STRINGS = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"]
@@ -100,6 +105,7 @@ KIND_TEXT = {
     "rating_out_of_scale": "rating outside the rating scale",
     "duplicate": "duplicate interaction",
     "duplicate_id": "duplicate id",
+    "bad_rank": "unparseable rank",
 }
 
 
@@ -319,7 +325,7 @@ def _csv_separator(path: Path) -> str:
     import gzip
 
     opener: Any = gzip.open if path.suffix.lower() == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
+    with opener(path, "rt", encoding="utf-8-sig", errors="replace") as fh:
         head = fh.readline()
     return "\t" if "\t" in head else ","
 
@@ -328,10 +334,12 @@ def read_table(path: Path | str) -> tuple[pd.DataFrame, list[int], NDArray[np.in
     """Read a CSV or parquet file without interpreting any column.
 
     CSV columns come back as text (pandas ``str``, missing cells as NA: empty, ``NA``,
-    ``null``, ...; leading spaces after a delimiter are skipped); parquet keeps its types.
-    CSV is parsed by pyarrow (multi-threaded); files it rejects (lines with the wrong
-    number of fields, invalid UTF-8, ...) are re-read by pandas, which reports the
-    malformed lines.
+    ``null``, ...; leading spaces after a delimiter are skipped); a UTF-8 byte-order mark
+    is not part of the first column's name. Parquet keeps its types; a directory named
+    ``*.parquet`` is read as a parquet dataset (its part files, in name order, as
+    ``recsys recommend --out recs.parquet`` writes them). CSV is parsed by pyarrow
+    (multi-threaded); files it rejects (lines with the wrong number of fields, invalid
+    UTF-8, ...) are re-read by pandas, which reports the malformed lines.
 
     Returns
     -------
@@ -343,10 +351,10 @@ def read_table(path: Path | str) -> tuple[pd.DataFrame, list[int], NDArray[np.in
     source = str(path)
     if not path.exists():
         raise DataError(f"{source}: file not found")
-    if path.is_dir():
-        raise DataError(f"{source}: is a directory, expected a CSV or parquet file")
     fmt = _file_format(path)
-    if fmt == "parquet":
+    if path.is_dir() and fmt != "parquet":
+        raise DataError(f"{source}: is a directory, expected a CSV or parquet file")
+    if fmt == "parquet":  # a file, or a dataset directory of parts (`recsys recommend`)
         try:
             table = pq.read_table(path)
         except (pa.ArrowInvalid, OSError) as exc:
@@ -370,6 +378,7 @@ def read_table(path: Path | str) -> tuple[pd.DataFrame, list[int], NDArray[np.in
                 na_values=NA_STRINGS,
                 skipinitialspace=True,
                 on_bad_lines="warn",
+                encoding="utf-8-sig",
                 encoding_errors="replace",
             )
         except pd.errors.EmptyDataError:
@@ -383,7 +392,7 @@ def read_table(path: Path | str) -> tuple[pd.DataFrame, list[int], NDArray[np.in
             malformed.extend(int(m) - 1 for m in re.findall(r"line (\d+)", str(w.message)))
         else:  # pragma: no cover - pass through unrelated warnings
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    df.columns = [str(c).strip() for c in df.columns]
+    df.columns = [str(c).lstrip(_BOM).strip() for c in df.columns]
     malformed = sorted(set(malformed))
     rows = np.arange(1, len(df) + len(malformed) + 1)
     if malformed:
@@ -407,7 +416,9 @@ def _csv_header(path: Path, sep: str) -> list[str] | None:
     if opener is None:
         return None
     try:
-        with opener(path, "rt", encoding="utf-8", newline="") as fh:
+        # utf-8-sig: a byte-order mark (as spreadsheet programs write it) is not part of the
+        # first column's name; pyarrow skips it too, so the names agree (issue 14)
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:
             first = fh.readline()
     except (OSError, UnicodeDecodeError, EOFError):
         return None
@@ -434,9 +445,11 @@ def _read_csv_arrow(path: Path, sep: str) -> pd.DataFrame | None:
         )
     except (pa.ArrowInvalid, OSError, ValueError):
         return None
+    if [c.lstrip(_BOM) for c in table.column_names] != header:
+        return None  # not the columns the header promised: let pandas read it
     columns = {}
-    for raw, name in zip(header, names, strict=True):
-        col = pc.utf8_ltrim(table.column(raw), characters=" ")
+    for i, name in enumerate(names):
+        col = pc.utf8_ltrim(table.column(i), characters=" ")
         # cells that were only spaces are empty now: empty means missing
         col = pc.if_else(pc.equal(col, ""), pa.scalar(None, pa.string()), col)
         columns[name] = col
@@ -1086,6 +1099,180 @@ def read_users(path: Path | str, *, on_bad_rows: BadRowPolicy = "fail") -> pd.Da
     Same rules as :func:`read_items`.
     """
     return read_users_with_report(path, on_bad_rows=on_bad_rows)[0]
+
+
+def _read_keyed(
+    path: Path | str,
+    kind: str,
+    id_columns: Sequence[str],
+    required: Sequence[str],
+    text_columns: Sequence[str],
+    on_bad_rows: BadRowPolicy,
+) -> tuple[pd.DataFrame, ValidationReport, _Collector]:
+    """Read a file whose rows are keyed by id columns (pairs, recommendations, relations).
+
+    Id columns follow the rules of :func:`read_interactions` (missing ids are bad rows,
+    CSV text becomes int64 only when every id is a canonical integer); ``text_columns``
+    stay text; other CSV columns become numbers when every value is a canonical number.
+    Returns the frame before :func:`_finish`, so callers can add checks of their own.
+    """
+    _check_policy(on_bad_rows)
+    df, malformed, rows, source = read_table(path)
+    if df.shape[1] == 0 and not malformed:
+        raise DataError(f"{source}: the {kind} file is empty (no header, no data rows)")
+    from_text = _file_format(Path(path)) == "csv"
+    report = ValidationReport(
+        source=source,
+        kind=kind,
+        n_rows=len(df) + len(malformed),
+        columns=[str(c) for c in df.columns],
+    )
+    _check_columns(df, required, report)
+    report.raise_if_fatal()
+    df = df.reset_index(drop=True)
+    col = _Collector(np.asarray(rows), report)
+    if malformed:
+        report.problems.append(
+            Problem(
+                "malformed_row",
+                None,
+                len(malformed),
+                list(malformed[:_KEEP_ROWS]),
+                detail="line skipped by the CSV parser",
+            )
+        )
+    missing = np.zeros(len(df), dtype=bool)
+    for name in id_columns:
+        mask = _missing_id_mask(df[name])
+        col.add("missing_id", name, mask, df[name])
+        missing |= mask
+    out = pd.DataFrame(index=df.index)
+    ok = ~missing
+    for name in df.columns:
+        values = df[name]
+        if name in id_columns:
+            norm = _normalise_ids(values[ok], from_text=from_text)
+            if bool(ok.all()):
+                out[name] = norm
+            else:
+                merged = pd.Series(
+                    None, index=df.index, dtype="Int64" if norm.dtype == np.int64 else norm.dtype
+                )
+                merged[ok] = norm
+                out[name] = merged
+        elif from_text and name not in text_columns:
+            out[name] = _infer_text_column(values)
+        else:
+            out[name] = values
+    return out, report, col
+
+
+def _finish_keyed(
+    out: pd.DataFrame,
+    report: ValidationReport,
+    col: _Collector,
+    id_columns: Sequence[str],
+    on_bad_rows: BadRowPolicy,
+) -> pd.DataFrame:
+    out = _finish(out, col, report, on_bad_rows)
+    for name in id_columns:
+        if out[name].dtype == "Int64":
+            out[name] = out[name].astype(np.int64)
+    return out
+
+
+def read_pairs(path: Path | str, *, on_bad_rows: BadRowPolicy = "fail") -> pd.DataFrame:
+    """Read a user-item pairs file (``recsys score --pairs``): ``user_id``, ``item_id``.
+
+    Stability: stable
+
+    Parameters
+    ----------
+    path
+        CSV/TSV (optionally compressed, optionally with a UTF-8 byte-order mark) or parquet.
+    on_bad_rows
+        Rows with a missing id fail with a report naming the file, rows and field
+        (default), or are dropped with a count (``"drop"``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``user_id``, ``item_id`` (ids as :func:`read_interactions` reads them) and any
+        other columns; rows in file order, repeated pairs kept.
+
+    Raises
+    ------
+    DataError
+        Missing file or column, an empty file, or missing ids with ``on_bad_rows="fail"``.
+    """
+    ids = ("user_id", "item_id")
+    out, report, col = _read_keyed(path, "pairs", ids, ids, (), on_bad_rows)
+    return _finish_keyed(out, report, col, ids, on_bad_rows)
+
+
+def read_recommendations(path: Path | str, *, on_bad_rows: BadRowPolicy = "fail") -> pd.DataFrame:
+    """Read a recommendations file (``recsys evaluate --recs``).
+
+    Stability: stable
+
+    Parameters
+    ----------
+    path
+        CSV/TSV (optionally compressed, optionally with a UTF-8 byte-order mark) or parquet
+        with ``user_id``, ``item_id``, ``rank`` and optionally ``score`` and ``sources``,
+        as ``recsys recommend --out`` writes it.
+    on_bad_rows
+        As for :func:`read_pairs`; a missing or non-numeric ``rank`` is a bad row too.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Ids as :func:`read_interactions` reads them (``"007"`` stays ``"007"``), ``rank``
+        as int64 (float64 if a rank is fractional), ``sources`` as text.
+
+    Raises
+    ------
+    DataError
+        Missing file or column, an empty file, or bad rows with ``on_bad_rows="fail"``.
+    """
+    ids = ("user_id", "item_id")
+    out, report, col = _read_keyed(
+        path, "recommendations", ids, (*ids, "rank"), ("sources",), on_bad_rows
+    )
+    raw = out["rank"]
+    rank = _to_float(raw)
+    col.add("bad_rank", "rank", ~np.isfinite(rank.to_numpy()), raw, "expected a number")
+    out["rank"] = rank
+    out = _finish_keyed(out, report, col, ids, on_bad_rows)
+    values = out["rank"].to_numpy(np.float64)
+    if np.all(values == np.round(values)) and (len(values) == 0 or np.abs(values).max() < 2**53):
+        out["rank"] = values.astype(np.int64)
+    return out
+
+
+def read_item_relations(path: Path | str, *, on_bad_rows: BadRowPolicy = "fail") -> pd.DataFrame:
+    """Read item knowledge-graph triples: ``item_id``, ``relation``, ``entity``.
+
+    Stability: stable
+
+    ``relation`` and ``entity`` stay text; ``item_id`` follows :func:`read_items`. Rows
+    with a missing ``item_id`` are bad rows (``on_bad_rows`` as in :func:`read_pairs`).
+
+    Raises
+    ------
+    DataError
+        Missing file or column, an empty file, or bad rows with ``on_bad_rows="fail"``.
+    """
+    ids = ("item_id",)
+    out, report, col = _read_keyed(
+        path,
+        "item relations",
+        ids,
+        ("item_id", "relation", "entity"),
+        ("relation", "entity"),
+        on_bad_rows,
+    )
+    return _finish_keyed(out, report, col, ids, on_bad_rows)
 
 
 # ---------------------------------------------------------------------------- writers

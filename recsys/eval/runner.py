@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 from recsys.errors import ConfigError, DataError, DataWarning, format_examples
 from recsys.eval.metrics import ACCURACY_KEYS, _as_binary_csr, _check_ks, topn_metrics
 from recsys.protocols import Recommender
-from recsys.types import IdMap, TrainingData
+from recsys.types import IdMap, TrainingData, warn_if_all_unknown
 
 __all__ = [
     "evaluate_model",
@@ -64,27 +64,6 @@ def _require_ids(frame: pd.DataFrame, name: str, columns: Sequence[str]) -> None
                 f"{name} has {len(rows)} rows with a missing {col!r} (rows "
                 f"{format_examples(rows.tolist())}); drop or fill them first"
             )
-
-
-def _id_kind(values: pd.Series) -> str:
-    """'number' or 'string' for a column of ids (anything else by its inferred kind)."""
-    kind = pd.api.types.infer_dtype(values, skipna=True)
-    if kind in ("integer", "floating", "mixed-integer-float", "decimal"):
-        return "number"
-    return kind
-
-
-def _warn_kind_mismatch(frames: Mapping[str, pd.Series], column: str) -> None:
-    """Ids are compared verbatim, so '7' never matches 7: say so when the kinds differ."""
-    kinds = {name: _id_kind(s) for name, s in frames.items() if len(s)}
-    if len(set(kinds.values())) > 1:
-        desc = ", ".join(f"{name} {kind}" for name, kind in kinds.items())
-        warnings.warn(
-            f"{column} has different types across inputs ({desc}); ids are compared "
-            "verbatim, so '7' never matches 7: read every file with the same id type",
-            DataWarning,
-            stacklevel=3,
-        )
 
 
 def _pairs_matrix(
@@ -141,8 +120,10 @@ def evaluate_recommendations(
 ) -> dict[str, float]:
     """Metrics of any recommendation file against a test file, matched by external id.
 
-    Ids are compared verbatim (``"007"`` stays ``"007"``): users and items of every
-    input are mapped through one :class:`~recsys.types.IdMap` built over their union.
+    Ids follow the one id rule of :meth:`recsys.types.IdMap.to_index`: string ids match
+    verbatim (``"007"`` stays ``"007"``) and ``"196"`` matches the integer ``196``, so a
+    CSV and a parquet copy of the same lists score the same. Users and items of every
+    input are mapped through one vocabulary grown from the test file's ids.
 
     Stability: stable
 
@@ -178,6 +159,11 @@ def evaluate_recommendations(
     DataError
         Missing columns or ids, a non-numeric rank, or a user with two rows of the same
         rank or the same item.
+
+    Warns
+    -----
+    DataWarning
+        When no user of ``recs`` is a test user (usually ids that were reformatted).
 
     Examples
     --------
@@ -226,21 +212,33 @@ def evaluate_recommendations(
                 "unique"
             )
 
-    frames: dict[str, pd.DataFrame] = {"recs": recs, "test": test}
-    if train is not None:
-        frames["train"] = train
-    for col in _PAIR_COLUMNS:
-        _warn_kind_mismatch({name: f[col] for name, f in frames.items()}, col)
-
-    user_map = IdMap.from_values(pd.concat([f["user_id"] for f in frames.values()]).to_numpy())
-    item_values = [f["item_id"] for f in frames.values()]
+    # One vocabulary per column, grown from the test file by the one id rule
+    # (IdMap.to_index): ids of the other inputs match the test's ids, "196" finds 196 and
+    # "007" stays "007"; ids no earlier input has join at the end.
+    others = [test] + ([train] if train is not None else []) + [recs]
+    user_map = IdMap.from_values(test["user_id"].to_numpy())
+    rec_users = recs["user_id"].to_numpy()
+    warn_if_all_unknown(
+        user_map.to_index(rec_users),
+        rec_users,
+        user_map,
+        source="recs",
+        column="user_id",
+        vocabulary="the test users",
+        consequence="every test user scores zero",
+    )
+    for frame in others[1:]:
+        user_map = user_map.extend(frame["user_id"].to_numpy(), strict=False)
     if items is not None:
         # Catalogue items first, so indices 0..n_catalogue-1 are exactly the catalogue.
-        ids = pd.unique(pd.Series(pd.concat([items["item_id"], *item_values]).to_numpy()))
-        item_map = IdMap(np.asarray(ids))
+        item_map = IdMap(np.asarray(pd.unique(pd.Series(items["item_id"].to_numpy()))))
         n_catalogue = len(items)
     else:
-        item_map = IdMap.from_values(pd.concat(item_values).to_numpy())
+        item_map = IdMap.from_values(test["item_id"].to_numpy())
+        others = others[1:]
+    for frame in others:
+        item_map = item_map.extend(frame["item_id"].to_numpy(), strict=False)
+    if items is None:
         n_catalogue = len(item_map)
     n_users, n_items = len(user_map), len(item_map)
 
@@ -348,8 +346,10 @@ def _split_test(
             column = test["user_id"] if what == "user_id" else test["item_id"]
             warnings.warn(
                 f"none of the {total} test {what} values is in the training vocabulary "
-                f"(test {column.dtype}, train {ids.dtype}); ids are compared verbatim, "
-                "so check both were read with the same id type",
+                f"(test {column.dtype}, train {ids.dtype}, e.g. "
+                f"{format_examples(pd.unique(column)[:3].tolist())} against "
+                f"{format_examples(ids[:3].tolist())}); string ids match verbatim and "
+                "'196' matches 196, so check the test file is one of this artifact's data",
                 DataWarning,
                 stacklevel=3,
             )

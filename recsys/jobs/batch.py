@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from recsys.artifacts import MANIFEST, sha256_file, verify_artifact
 from recsys.errors import ArtifactError, ConfigError, DataError, format_examples
 from recsys.jobs.output import OutputLayout, PartResult, write_part
-from recsys.types import IdMap
+from recsys.types import IdMap, id_kind, warn_if_all_unknown
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -203,21 +203,18 @@ class LoadedArtifact:
 
 
 # ---------------------------------------------------------------------------- users
-def _match_id_type(ids: NDArray[Any], vocab: NDArray[Any]) -> NDArray[Any]:
-    """Give user ids read from a file the type of the artifact's vocabulary where possible.
+def _vocabulary_form(ids: NDArray[Any], user_map: IdMap) -> NDArray[Any]:
+    """The ids in the vocabulary's form when every one takes it, else as they came.
 
-    CSV files give text; the vocabulary may hold integers (or the other way round). Ids
-    are converted only when every one converts, so nothing is silently altered.
+    ``"196"`` read from a CSV users file becomes ``196`` for an integer vocabulary (so the
+    output column is an integer one, like the artifact's); a file that also holds
+    ``"newcomer"`` keeps its strings, since one output column cannot hold both. Matching is
+    :meth:`IdMap.to_index`'s either way.
     """
-    if vocab.dtype.kind in "iu" and ids.dtype.kind not in "iu":
-        as_num = pd.to_numeric(pd.Series(ids, dtype=object), errors="coerce")
-        if as_num.notna().all() and bool((as_num % 1 == 0).all()):
-            return as_num.astype(np.int64).to_numpy()
-    if vocab.dtype.kind == "O" and ids.dtype.kind in "iu":
-        return ids.astype(str).astype(object)
-    if ids.dtype.kind in "US":
-        return ids.astype(object)
-    return ids
+    coerced = user_map.coerce(ids)
+    if id_kind(coerced) == user_map.kind:
+        return coerced
+    return ids.astype(object) if ids.dtype.kind in "US" else ids
 
 
 def resolve_user_ids(
@@ -237,7 +234,15 @@ def resolve_user_ids(
         A CSV or parquet file with a ``user_id`` column, read by
         :func:`recsys.data.read_users` (ids present and unique).
 
-    With neither, every user of the vocabulary, in index order.
+    With neither, every user of the vocabulary, in index order. Ids are matched by the
+    one id rule (:meth:`IdMap.to_index`: ``"196"`` finds ``196``, ``"007"`` never ``7``) and
+    returned in the vocabulary's form when every one takes it.
+
+    Warns
+    -----
+    DataWarning
+        When not one of the ids is in the vocabulary (also logged), naming the file and
+        a few ids.
 
     Raises
     ------
@@ -248,9 +253,11 @@ def resolve_user_ids(
     """
     if users is not None and users_file is not None:
         raise ConfigError("pass either users or users_file, not both")
+    source = "user ids"
     if users_file is not None:
         from recsys.data import read_users
 
+        source = str(users_file)
         frame = read_users(Path(users_file))
         ids = frame["user_id"].to_numpy()
     elif users is not None:
@@ -264,9 +271,17 @@ def resolve_user_ids(
             raise DataError(f"user ids: {len(dup)} duplicated, e.g. {format_examples(dup)}")
     else:
         return user_map.ids
-    ids = _match_id_type(np.asarray(ids), user_map.ids)
+    ids = _vocabulary_form(np.asarray(ids), user_map)
     if len(ids) == 0:
         raise DataError("no users to recommend for (the users list is empty)")
+    warn_if_all_unknown(
+        user_map.to_index(ids),
+        ids,
+        user_map,
+        source=source,
+        column="user_id",
+        consequence="every one gets the cold-start (popularity) list",
+    )
     return ids
 
 

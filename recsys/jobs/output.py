@@ -319,8 +319,11 @@ class OutputLayout:
 
     @property
     def part_suffix(self) -> str:
-        """Extension of the part files."""
-        return ".parquet" if self.fmt == "parquet" else ".csv"
+        """Extension of the part files; it picks the part's separator (:func:`write_part`),
+        so a ``.tsv`` output's rows are tab-separated like its header (issue 14)."""
+        if self.fmt == "parquet":
+            return ".parquet"
+        return ".tsv" if self.sep == "\t" else ".csv"
 
     def part_name(self, index: int, n_parts: int) -> str:
         """File name of part ``index``; zero-padded so name order is part order."""

@@ -2,33 +2,36 @@
 
 HTTP carries ids as strings (in paths) or as JSON strings/numbers (in bodies). The artifact's
 vocabulary may hold ``int64`` ids (MovieLens: user ``196``) or strings (``"007"``). An
-:class:`IdCodec` turns what a client sent into the vocabulary's form and back:
+:class:`IdCodec` turns what a client sent into the vocabulary's form and back, by the one id
+rule of every path (:func:`recsys.types.coerce_id`, the scalar form of
+:meth:`recsys.types.IdMap.to_index`):
 
-* integer vocabulary: a decimal string such as ``"196"`` (or the JSON number ``196``) means the
-  integer ``196``; anything else (``"abc"``, ``"1e3"``, ``"../x"``) stays a string and is simply
-  an unknown id. Responses carry these ids as JSON numbers.
+* integer vocabulary: a canonical decimal string such as ``"196"`` (or the JSON number
+  ``196``) means the integer ``196``; anything else (``"007"``, ``"abc"``, ``"1e3"``,
+  ``"../x"``) stays a string and is simply an unknown id. Responses carry these ids as JSON
+  numbers.
 * string vocabulary: every id is its string form, verbatim (``"007"`` stays ``"007"``, the JSON
   number ``7`` means ``"7"``). Responses carry strings.
 
-Ids are never interpreted beyond that: no path, format or query meaning.
+Ids are never interpreted beyond that: no path, format or query meaning. The codec keeps a
+dict of the vocabulary for one-id lookups on the request path; the rule itself lives in
+:mod:`recsys.types`.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from recsys.types import IdKind, coerce_id, id_kind
+
 __all__ = ["IdCodec", "JsonId"]
 
 #: An id as it appears in JSON: a string or an integer.
 JsonId = str | int
-
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_DECIMAL = re.compile(r"-?[0-9]{1,19}")
 
 
 class IdCodec:
@@ -44,34 +47,17 @@ class IdCodec:
 
     def __init__(self, ids: NDArray[Any]) -> None:
         values: list[Any] = ids.tolist()  # numpy scalars -> Python int/str
-        self.kind = self._kind(ids, values)
+        self.kind: IdKind = id_kind(ids)
         self.values: list[JsonId] = values
         self._index: dict[Hashable, int] = {v: i for i, v in enumerate(values)}
-
-    @staticmethod
-    def _kind(ids: NDArray[Any], values: list[Any]) -> str:
-        if ids.dtype.kind in "iu":
-            return "int"
-        if all(isinstance(v, str) for v in values):
-            return "str"
-        if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-            return "int"
-        return "mixed"
 
     def __len__(self) -> int:
         return len(self.values)
 
     def parse(self, raw: JsonId) -> JsonId:
-        """The vocabulary form of a client id (see the module docstring)."""
-        if self.kind == "str":
-            return raw if isinstance(raw, str) else str(raw)
-        if isinstance(raw, int):
-            return raw
-        if _DECIMAL.fullmatch(raw):
-            value = int(raw)
-            if _INT64_MIN <= value <= _INT64_MAX and (self.kind == "int" or value in self._index):
-                return value
-        return raw
+        """The vocabulary form of a client id (:func:`recsys.types.coerce_id`)."""
+        value: JsonId = coerce_id(raw, self.kind, self._index.__contains__)
+        return value
 
     def index(self, value: JsonId) -> int:
         """Index of a parsed id; ``-1`` when it is not in the vocabulary."""

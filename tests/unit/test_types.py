@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 from numpy.typing import ArrayLike
 
-from recsys.errors import ArtifactError, ConfigError, DataError
+from recsys.errors import ArtifactError, ConfigError, DataError, DataWarning
+from recsys.serving.ids import IdCodec
 from recsys.testing import block_dataset, block_frame, block_labels
-from recsys.types import IdMap, TrainingData, as_index_array
+from recsys.types import IdMap, TrainingData, as_index_array, coerce_id, warn_if_all_unknown
 
 
 # ---------------------------------------------------------------------------- IdMap
@@ -22,11 +23,97 @@ def test_string_ids_are_kept_verbatim() -> None:
     assert m.ids.dtype == object and isinstance(m.ids[0], str)
 
 
-def test_int_ids_stay_ints_and_do_not_match_strings() -> None:
+def test_int_ids_stay_ints_and_canonical_strings_find_them() -> None:
+    # issue 14: one id rule on every path; "10" finds 10, "010" never becomes 10
     m = IdMap([10, 20, 30])
     assert m.ids.dtype == np.int64
     np.testing.assert_array_equal(m.to_index([30, 10]), [2, 0])
-    np.testing.assert_array_equal(m.to_index(["10"]), [-1])
+    np.testing.assert_array_equal(
+        m.to_index(["10", "010", "+10", " 10", "10.0"]), [0, -1, -1, -1, -1]
+    )
+
+
+# ------------------------------------------------------------ the one id rule (issue 14)
+def _object(values: list[object]) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+RAW_IDS = ["196", 196, "007", "7", 7, "newcomer", "-5", "-0", "0", 0, "9" * 19, "9" * 30, "a/b"]
+
+
+@pytest.mark.parametrize(
+    ("vocab", "expected"),
+    [
+        # integer vocabulary: canonical decimal strings find the integer, nothing else does
+        (np.array([7, 196, 0, -5], np.int64), [1, 1, -1, 0, 0, -1, 3, -1, 2, 2, -1, -1, -1]),
+        # string vocabulary: strings verbatim, an integer finds its decimal string
+        (_object(["196", "007", "7", "0", "a/b"]), [0, 0, 1, 2, 2, -1, -1, -1, 3, 3, -1, -1, 4]),
+    ],
+)
+def test_to_index_follows_the_id_rule_for_any_input_form(
+    vocab: np.ndarray, expected: list[int]
+) -> None:
+    m = IdMap(vocab)
+    # the same answer whether ids come as one object array, one by one, as all-string
+    # arrays (CSV text) or as the scalar rule the HTTP layer uses
+    np.testing.assert_array_equal(m.to_index(_object(RAW_IDS)), expected)
+    assert [int(m.to_index([raw])[0]) for raw in RAW_IDS] == expected
+    strings = [i for i, raw in enumerate(RAW_IDS) if isinstance(raw, str)]
+    np.testing.assert_array_equal(
+        m.to_index(np.array([RAW_IDS[i] for i in strings])), [expected[i] for i in strings]
+    )
+    codec = IdCodec(m.ids)
+    assert codec.indices(RAW_IDS).tolist() == expected
+
+
+def test_integer_arrays_against_a_string_vocabulary() -> None:
+    m = IdMap(["1", "2", "010"])
+    np.testing.assert_array_equal(m.to_index(np.array([2, 10, 1], np.int64)), [1, -1, 0])
+
+
+def test_coerce_gives_the_vocabulary_form() -> None:
+    m = IdMap([7, 196])
+    coerced = m.coerce(["196", "500"])
+    assert coerced.dtype == np.int64 and coerced.tolist() == [196, 500]
+    mixed = m.coerce(["196", "newcomer", "007"])
+    assert mixed.dtype == object and mixed.tolist() == [196, "newcomer", "007"]
+    assert coerce_id("196", "int") == 196 and coerce_id("007", "int") == "007"
+    assert coerce_id(7, "str") == "7" and coerce_id(np.int64(7), "str") == "7"
+    assert IdMap(["a"]).coerce(np.array([7, 8])).tolist() == ["7", "8"]
+
+
+def test_extend_appends_in_the_vocabulary_form_and_refuses_misfits() -> None:
+    m = IdMap([7, 196])
+    ext = m.extend(["500", "196", 7, "500"])
+    assert ext.ids.dtype == np.int64 and ext.ids.tolist() == [7, 196, 500]
+    assert m.extend(["7"]) is m
+    with pytest.raises(DataError, match="'newcomer'"):
+        m.extend(["newcomer", "196"])
+    loose = m.extend(["newcomer"], strict=False)
+    assert loose.kind == "mixed"
+    np.testing.assert_array_equal(loose.to_index(["196", "newcomer", 7]), [1, 2, 0])
+    assert IdMap(["a"]).extend([5]).ids.tolist() == ["a", "5"]
+
+
+def test_kind() -> None:
+    assert IdMap([1, 2]).kind == "int"
+    assert IdMap(["1", "2"]).kind == "str"
+    assert IdMap(_object([1, "x"])).kind == "mixed"
+    assert IdMap(_object([1, 2])).kind == "int"
+
+
+def test_warn_if_all_unknown_names_source_and_ids(caplog: pytest.LogCaptureFixture) -> None:
+    m = IdMap([7, 196])
+    ids = np.array(["007", "newcomer"], dtype=object)
+    with pytest.warns(DataWarning, match=r"users\.csv: none of the 2 user_id.*'007'"):
+        assert warn_if_all_unknown(m.to_index(ids), ids, m, source="users.csv", column="user_id")
+    assert "users.csv" in caplog.text
+    one_known = np.array(["196", "newcomer"], dtype=object)
+    assert not warn_if_all_unknown(
+        m.to_index(one_known), one_known, m, source="users.csv", column="user_id"
+    )
 
 
 def test_unknown_ids_map_to_minus_one() -> None:

@@ -102,10 +102,22 @@ def test_items_outside_the_catalogue_warn_and_do_not_count() -> None:
     assert m["coverage@2"] == pytest.approx(1 / 2)
 
 
-def test_mismatched_id_types_warn() -> None:
+def test_ids_of_different_types_follow_the_one_id_rule() -> None:
+    # issue 14: 7 finds "7" and "196" finds 196, but "007" never becomes 7
     test = pd.DataFrame({"user_id": ["a"], "item_id": ["7"]})
     recs = pd.DataFrame({"user_id": ["a"], "item_id": [7], "rank": [1]})
-    with pytest.warns(DataWarning, match="compared verbatim"):
+    assert evaluate_recommendations(recs, test, ks=1)["hit_rate@1"] == 1.0
+    test = pd.DataFrame({"user_id": [196, 196], "item_id": [7, 8]})
+    recs = _recs([("196", "007", 1), ("196", "8", 2)])
+    m = evaluate_recommendations(recs, test, ks=2)
+    assert m["hit_rate@2"] == 1.0 and m["precision@2"] == pytest.approx(0.5)
+    assert m["n_users_without_recs"] == 0
+
+
+def test_recs_without_any_test_user_warn() -> None:
+    test = pd.DataFrame({"user_id": [7], "item_id": ["x"]})
+    recs = _recs([("007", "x", 1)])
+    with pytest.warns(DataWarning, match=r"recs: none of the 1 user_id values.*'007'"):
         m = evaluate_recommendations(recs, test, ks=1)
     assert m["hit_rate@1"] == 0.0
 
