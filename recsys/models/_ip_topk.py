@@ -15,10 +15,12 @@ sorted by need), and reports the rows where pruning does not pay (fewer than ``k
 eligible items in the prefix, a ``k``-th best score <= 0, or a need above half the
 catalogue) so the caller scores those densely.
 
-The answer is exactly the dense one: the same float32 products (one BLAS product per
-stage over the norm-sorted item matrix), ties broken by the lower item index, and a
-relative margin on the bound far larger than float32 rounding of a ``dim``-term dot
-product (``dim * 2**-24``).
+Its lists are those of a dense BLAS ranking up to float32 rounding (a relative margin on
+the bound far larger than the rounding of a ``dim``-term dot product, ``dim * 2**-24``).
+:func:`exact_topk_inner_product` turns them into the canonical answer of
+:mod:`recsys.models._exact`: the approximate top ``k + 1``, and the canonical scores of
+the top ``k`` where the cut between them is clear of rounding. That answer is the same,
+bit for bit, as :func:`recsys.models._exact.rescore_topk` of a dense block, on any BLAS.
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
+from recsys.models import _exact
 from recsys.models.base import _select_by_key
 
-__all__ = ["NormOrder", "topk_inner_product"]
+__all__ = ["NormOrder", "exact_topk_inner_product", "topk_inner_product"]
 
 _EXTEND_ROWS = 256  # rows per extension product (sorted by need, so widths stay close)
 _EXTEND_SLACK = 1.25  # an extension batch takes rows needing up to this times its first
@@ -232,3 +235,32 @@ def _kth_lower_bound(vals: NDArray[np.float32], k: int) -> NDArray[np.float32]:
         return np.partition(vals, m - k, axis=1)[:, m - k]
     maxima = vals[:, : 8 * groups].reshape(n, 8, groups).max(axis=1)
     return np.partition(maxima, groups - k, axis=1)[:, groups - k]
+
+
+def exact_topk_inner_product(
+    order: NormOrder,
+    queries: NDArray[np.float32],
+    seen: sp.csr_matrix | None,
+    k: int,
+    item_vectors: NDArray[np.float32],
+    max_item_norm: float,
+) -> tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.bool_]]:
+    """Canonical top-``k`` (:mod:`recsys.models._exact`) of the rows pruning can answer.
+
+    Parameters as :func:`topk_inner_product`, plus the unsorted ``item_vectors`` (the
+    vectors ``order`` was built from) and their largest norm.
+
+    Returns
+    -------
+    items : (n, k) int64, scores : (n, k) float32, ok : (n,) bool
+        Where ``ok``, exactly :func:`recsys.models._exact.rescore_topk` of the dense row;
+        other rows (pruning does not pay, or a near tie at the cut) are left to the caller.
+    """
+    it, sc, ok = topk_inner_product(order, queries, seen, k + 1)
+    ok &= _exact.clear_rows(sc, k, _exact.rounding_bound(queries, max_item_norm))
+    items = np.full((len(queries), k), -1, np.int64)
+    scores = np.full((len(queries), k), np.nan, np.float32)
+    cand = it[ok, :k]
+    canon = _exact.canonical_dot(queries[ok], item_vectors, cand)
+    items[ok], scores[ok] = _exact.order_candidates(cand, canon, k)
+    return items, scores, ok

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from recsys.artifacts import check_format_version
 from recsys.errors import ArtifactError, ConfigError, DataError, NotFittedError
+from recsys.models import _exact
 from recsys.types import TrainingData
 
 __all__ = [
@@ -539,6 +540,51 @@ class BaseRecommender(ABC):
         """
         return self._score_users(user_idx)
 
+    # ------------------------------------------------------------------ inner products
+    def _user_queries(
+        self, user_idx: NDArray[np.int64]
+    ) -> tuple[NDArray[np.bool_], NDArray[np.float32]] | None:
+        """For a model whose score of ``(u, i)`` is ``q_u . v_i``: the users of ``user_idx``
+        scored that way (a mask) and their query vectors ``(mask.sum(), dim) float32``.
+
+        ``None`` (the default) for the other models, whose scores come from sparse
+        products that are already exact per row. Where this returns vectors, final scores
+        are computed by :func:`recsys.models._exact.canonical_dot` against
+        :meth:`_item_vectors`, so they never depend on the batch or the BLAS kernel.
+        """
+        return None
+
+    def _item_vectors(self) -> tuple[NDArray[np.float32], float]:
+        """``(n_items, dim) float32`` item vectors of :meth:`_user_queries` and their
+        largest norm (cached per fitted state)."""
+        raise NotImplementedError(f"{type(self).__name__} is not an inner-product model")
+
+    def _vectors_and_norm(self, vectors: NDArray[np.float32]) -> tuple[NDArray[np.float32], float]:
+        """``vectors`` and their largest norm, the norm computed once per array."""
+        return vectors, self._derived("_max_item_norm", vectors, lambda: _exact.max_norm(vectors))
+
+    def _rank_rows(
+        self,
+        block: NDArray[np.float32],
+        k: int,
+        parts: tuple[NDArray[np.bool_], NDArray[np.float32]] | None,
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """Top-``k`` of a masked score block; rows of ``parts``' mask are ranked by their
+        canonical inner products (:func:`recsys.models._exact.rescore_topk`)."""
+        if parts is None or not parts[0].any():
+            return topk(block, k)
+        mask, queries = parts
+        vectors, vmax = self._item_vectors()
+        if mask.all():
+            return _exact.rescore_topk(block, queries, vectors, k, max_item_norm=vmax)
+        items = np.empty((len(block), k), np.int64)
+        scores = np.empty((len(block), k), np.float32)
+        items[mask], scores[mask] = _exact.rescore_topk(
+            block[mask], queries, vectors, k, max_item_norm=vmax
+        )
+        items[~mask], scores[~mask] = topk(block[~mask], k)
+        return items, scores
+
     # ------------------------------------------------------------------ shapes
     @property
     def n_users(self) -> int:
@@ -576,6 +622,19 @@ class BaseRecommender(ABC):
         )
         out = np.full(users.shape, np.nan, np.float32)
         uniq, inverse = np.unique(users[ok], return_inverse=True)
+        parts = self._user_queries(uniq)
+        if parts is not None:  # canonical inner products, pair by pair
+            inner, queries = parts
+            row = np.full(len(uniq), -1, np.int64)
+            row[inner] = np.arange(int(inner.sum()))
+            pair_row = row[inverse]
+            sel = pair_row >= 0
+            pos = np.flatnonzero(ok)
+            vectors, _ = self._item_vectors()
+            out[pos[sel]] = _exact.canonical_pairs(queries[pair_row[sel]], vectors[items[ok][sel]])
+            ok = ok.copy()
+            ok[pos[sel]] = False  # the other pairs (e.g. popularity rows) as below
+            uniq, inverse = np.unique(users[ok], return_inverse=True)
         pos = np.flatnonzero(ok)
         bs = self._block_size()
         for start in range(0, len(uniq), bs):
@@ -617,7 +676,12 @@ class BaseRecommender(ABC):
                     seen = sp.csr_matrix(seen.multiply(kn[:, None].astype(np.float32)))
                     seen.eliminate_zeros()
                     _mask_rows(block, seen)
-                items[sl], scores[sl] = topk(block, k)
+                parts = self._user_queries(u[kn]) if kn.any() else None
+                if parts is not None and not kn.all():
+                    inner = np.zeros(len(u), bool)
+                    inner[np.flatnonzero(kn)[parts[0]]] = True
+                    parts = (inner, parts[1])
+                items[sl], scores[sl] = self._rank_rows(block, k, parts)
 
         with _block_buffers:
             _run_blocks(block_topk, range(0, len(users), bs))
@@ -721,12 +785,34 @@ class HistoryFoldIn(BaseRecommender):
         bs = self._block_size()
         for start in range(0, n, bs):
             rows = h[start : start + bs]
-            block = self._score_history(rows)
+            queries = self._history_queries(rows)
+            block = self._score_history(rows) if queries is None else self._score_queries(queries)
             empty = np.diff(rows.indptr) == 0
             if empty.any():  # no history: the cold-start answer, as for unknown users
                 assert self.item_popularity_ is not None
                 block[empty] = self.item_popularity_
             if exclude_seen:
                 _mask_rows(block, rows)
-            items[start : start + bs], scores[start : start + bs] = topk(block, k)
+            parts = None
+            if queries is not None:
+                inner = ~empty & self._queries_scored(queries)
+                parts = (inner, queries[inner])
+            items[start : start + bs], scores[start : start + bs] = self._rank_rows(block, k, parts)
         return items, scores
+
+    def _history_queries(self, histories: sp.csr_matrix) -> NDArray[np.float32] | None:
+        """Query vectors ``(n, dim) float32`` of history rows for an inner-product model
+        (see :meth:`_user_queries`); ``None`` (the default) for the other models."""
+        return None
+
+    def _queries_scored(self, queries: NDArray[np.float32]) -> NDArray[np.bool_]:
+        """Rows of :meth:`_history_queries` that the model scores by inner product (the
+        others, e.g. a zero content profile, get another answer from
+        :meth:`_score_queries`)."""
+        return np.ones(len(queries), bool)
+
+    def _score_queries(self, queries: NDArray[np.float32]) -> NDArray[np.float32]:
+        """Approximate ``(n, n_items) float32`` scores of query vectors (a BLAS product);
+        used only to choose the candidates that are then scored canonically."""
+        vectors, _ = self._item_vectors()
+        return np.asarray(queries @ vectors.T, np.float32)

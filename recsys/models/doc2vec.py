@@ -38,7 +38,8 @@ from tqdm.auto import tqdm
 
 from recsys.errors import DataError, format_examples
 from recsys.features.documents import build_item_documents
-from recsys.models.base import HistoryFoldIn, ModelConfig, check_is_fitted, topk
+from recsys.models import _exact
+from recsys.models.base import HistoryFoldIn, ModelConfig, check_is_fitted
 from recsys.models.factors import _mix64, _uniform
 from recsys.types import IdMap, TrainingData
 
@@ -245,13 +246,18 @@ class ItemVectorModel(HistoryFoldIn):
         has_vector: NDArray[np.bool_] = np.any(self.item_factors_, axis=1)
         ok = (idx >= 0) & (idx < self.n_items)
         ok[ok] &= has_vector[idx[ok]]
-        block = np.full((len(idx), self.n_items), -np.inf, np.float32)
+        items = np.full((len(idx), k), -1, np.int64)
+        scores = np.full((len(idx), k), np.nan, np.float32)
         if ok.any():
-            sims = self.item_factors_[idx[ok]] @ self.item_factors_.T
+            queries = self.item_factors_[idx[ok]]
+            sims = queries @ self.item_factors_.T
             sims[:, ~has_vector] = -np.inf
             sims[np.arange(len(sims)), idx[ok]] = -np.inf
-            block[ok] = sims
-        return topk(block, k)
+            vectors, vmax = self._item_vectors()  # canonical cosines (recsys.models._exact)
+            items[ok], scores[ok] = _exact.rescore_topk(
+                sims, queries, vectors, k, max_item_norm=vmax
+            )
+        return items, scores
 
     # ------------------------------------------------------------------ training
     def _fit(self, data: TrainingData, *, show_progress: bool) -> None:
@@ -356,6 +362,28 @@ class ItemVectorModel(HistoryFoldIn):
 
     def _score_history(self, histories: sp.csr_matrix) -> NDArray[np.float32]:
         return self._scores(self._profiles(self._check_histories(histories)))
+
+    # canonical scores (recsys.models._exact): the query of a user is its unit profile
+    def _user_queries(
+        self, user_idx: NDArray[np.int64]
+    ) -> tuple[NDArray[np.bool_], NDArray[np.float32]]:
+        assert self.user_factors_ is not None
+        profiles = self.user_factors_[user_idx]
+        inner = np.asarray(profiles.any(axis=1), bool)  # a zero profile gets the popularity scores
+        return inner, profiles[inner]
+
+    def _item_vectors(self) -> tuple[NDArray[np.float32], float]:
+        assert self.item_factors_ is not None
+        return self._vectors_and_norm(self.item_factors_)
+
+    def _history_queries(self, histories: sp.csr_matrix) -> NDArray[np.float32]:
+        return self._profiles(self._check_histories(histories))
+
+    def _queries_scored(self, queries: NDArray[np.float32]) -> NDArray[np.bool_]:
+        return np.asarray(queries.any(axis=1), bool)
+
+    def _score_queries(self, queries: NDArray[np.float32]) -> NDArray[np.float32]:
+        return self._scores(queries)
 
 
 def _unit_rows(vectors: NDArray[np.floating[Any]]) -> NDArray[np.float32]:

@@ -29,7 +29,8 @@ from pydantic import AliasChoices, Field
 from threadpoolctl import threadpool_limits
 
 from recsys.errors import ConfigError, DataError
-from recsys.models._ip_topk import NormOrder, first_width, topk_inner_product
+from recsys.models import _exact
+from recsys.models._ip_topk import NormOrder, exact_topk_inner_product, first_width
 from recsys.models.base import (
     HistoryFoldIn,
     ModelConfig,
@@ -246,9 +247,13 @@ class FactorModel(HistoryFoldIn):
         rows = np.flatnonzero(eligible)
         bs = max(64, _PRUNE_BLOCK_BYTES // (4 * first_width(self.n_items, k)))
 
+        item_vectors, vmax = self._item_vectors()
+
         def block(start: int) -> None:
             r = rows[start : start + bs]
-            it, sc, ok = topk_inner_product(order, vectors_of(r), seen_of(r), k)
+            it, sc, ok = exact_topk_inner_product(
+                order, vectors_of(r), seen_of(r), k, item_vectors, vmax
+            )
             items[r[ok]], scores[r[ok]] = it[ok], sc[ok]
             done[r[ok]] = True
 
@@ -366,9 +371,22 @@ class FactorModel(HistoryFoldIn):
         return out
 
     def _score_history(self, histories: sp.csr_matrix) -> NDArray[np.float32]:
+        return self._score_queries(self._fold_in(self._binary_histories(histories)))
+
+    # canonical scores (recsys.models._exact): the query of a user is its factor row
+    def _user_queries(
+        self, user_idx: NDArray[np.int64]
+    ) -> tuple[NDArray[np.bool_], NDArray[np.float32]]:
+        assert self.user_factors_ is not None and self.user_items_ is not None
+        inner = np.diff(self.user_items_.indptr)[user_idx] > 0  # others: popularity
+        return inner, np.asarray(self.user_factors_[user_idx[inner]], np.float32)
+
+    def _item_vectors(self) -> tuple[NDArray[np.float32], float]:
         assert self.item_factors_ is not None
-        vectors = self._fold_in(self._binary_histories(histories))
-        return np.asarray(vectors @ self.item_factors_.T, np.float32)
+        return self._vectors_and_norm(self.item_factors_)
+
+    def _history_queries(self, histories: sp.csr_matrix) -> NDArray[np.float32]:
+        return self._fold_in(self._binary_histories(histories))
 
 
 # ============================================================================ BPR
@@ -509,8 +527,12 @@ class BPR(FactorModel):
         for epoch in range(cfg.fold_in_epochs):
             uniform = _uniform(draw_keys ^ _mix64(np.uint64(epoch + 1)))
             negatives = pool[np.minimum((uniform * len(pool)).astype(np.int64), len(pool) - 1)]
-            scores = vectors @ items.T  # (n, n_items): cheaper than gathering nnz rows
-            x_uij = scores[rows, positives] - scores[rows, negatives]
+            # canonical pair scores: a user's vector depends on its own row only, bit for
+            # bit, whatever the batch or the BLAS kernel (#14)
+            user_rows = vectors[rows]
+            x_uij = _exact.canonical_pairs(user_rows, items[positives]) - _exact.canonical_pairs(
+                user_rows, items[negatives]
+            )
             # d ln sigmoid(x_uij) / d x_uij = sigmoid(-x_uij)
             weight = (1.0 / (1.0 + np.exp(np.clip(x_uij, -30.0, 30.0)))).astype(np.float32)
             if cfg.verify_negative_samples:  # a negative the user has seen is no negative
@@ -617,6 +639,11 @@ class ALS(FactorModel):
         assert self._items64 is not None
         return self._gram, self._items64
 
+    def _inverse(self, dim: int) -> NDArray[np.float64]:
+        """``(Y^T Y + reg I)^-1`` from the cached Cholesky factor (``alpha == 1``)."""
+        assert self._gram_factor is not None
+        return np.ascontiguousarray(scipy.linalg.cho_solve(self._gram_factor, np.eye(dim)))
+
     def _fold_in(self, histories: sp.csr_matrix) -> NDArray[np.float32]:
         cfg = self.config
         assert isinstance(cfg, ALSConfig)
@@ -625,9 +652,14 @@ class ALS(FactorModel):
         # right-hand side: alpha * Y_u^T 1 (the preference p_ui is 1 on observed pairs)
         rhs = np.asarray(histories @ items, np.float64) * cfg.alpha
         out = np.zeros((n, dim), np.float32)
-        if cfg.alpha == 1.0:  # every user shares the same system matrix: one factorisation
-            assert self._gram_factor is not None
-            out[:] = scipy.linalg.cho_solve(self._gram_factor, rhs.T).T
+        if cfg.alpha == 1.0:  # every user shares the same system matrix: its inverse
+            # x = rhs @ G^-1 summed in a fixed order, element-wise: a LAPACK solve with many
+            # right-hand sides rounds a row differently depending on the others (#14)
+            inverse = self._derived("_gram_inverse", gram, lambda: self._inverse(dim))
+            acc = np.zeros((n, dim), np.float64)
+            for j in range(dim):
+                acc += rhs[:, j, None] * inverse[j][None, :]
+            out[:] = acc
             return out
         extra = cfg.alpha - 1.0
         indptr, indices = histories.indptr, histories.indices

@@ -2,9 +2,11 @@
 
 ``FactorModel.recommend`` and ``recommend_for_history`` skip, on catalogues of 4,096
 items or more, the items whose norm proves they cannot reach a row's top k
-(:mod:`recsys.models._ip_topk`). These tests compare every list and score, bit for bit,
-with the dense path (``_PRUNE_MIN_ITEMS`` raised so nothing prunes) on trained models,
-on crafted ties, and on rows where pruning must give up.
+(:mod:`recsys.models._ip_topk`). Both paths end in the canonical scores of
+:mod:`recsys.models._exact` (one element-wise float64 routine), so they agree bit for bit
+by construction, whatever BLAS kernel rounds their different product shapes. These tests
+compare every list and score exactly with the dense path (``_PRUNE_MIN_ITEMS`` raised so
+nothing prunes) on trained models, on crafted ties, and on rows where pruning must give up.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import scipy.sparse as sp
 
 from recsys.data import generate_synthetic
 from recsys.models import ALS, BPR, factors
-from recsys.models._ip_topk import NormOrder, topk_inner_product
-from recsys.models.base import _mask_rows, topk
+from recsys.models._exact import max_norm, rescore_topk
+from recsys.models._ip_topk import NormOrder, exact_topk_inner_product, topk_inner_product
+from recsys.models.base import _mask_rows
 from recsys.models.factors import FactorModel
 from recsys.types import TrainingData
 
@@ -106,9 +109,12 @@ def test_recommend_for_history_equals_the_dense_ranking(
 def _dense_topk(
     item_factors: np.ndarray, queries: np.ndarray, seen: sp.csr_matrix, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
+    """The canonical answer from a dense BLAS block (another product shape than the
+    pruned path's, so other float32 rounding: only the canonical rescoring makes the two
+    equal, on any BLAS kernel)."""
     scores = np.matmul(queries, item_factors.T)
     _mask_rows(scores, seen)
-    return topk(scores, k)
+    return rescore_topk(scores, queries, item_factors, k)
 
 
 def _pruned_and_dense(
@@ -117,7 +123,9 @@ def _pruned_and_dense(
     """The pruned top-k (items, scores, ok) and the dense answer to compare it with."""
     order = NormOrder.build(item_factors)
     assert order is not None
-    items, vals, ok = topk_inner_product(order, queries, seen, k)
+    items, vals, ok = exact_topk_inner_product(
+        order, queries, seen, k, item_factors, max_norm(item_factors)
+    )
     return items, vals, ok, _dense_topk(item_factors, queries, seen, k)
 
 
@@ -175,7 +183,10 @@ def test_random_catalogues_match_the_dense_ranking(tail: float) -> None:
     seen = sp.random(300, n_items, density=0.02, format="csr", random_state=3)
     for k in (1, 7, 50, 200):
         items, vals, ok, expected = _pruned_and_dense(item_factors, queries, seen, k)
-        assert ok.mean() > 0.5
+        # the rounding bound scales with the largest item norm, so on the heaviest tail
+        # (max norm ~5,000 times the median) more rows near-tie at the cut of a long list
+        # and go back to dense scoring: slower, never different
+        assert ok.mean() > 0.4
         np.testing.assert_array_equal(items[ok], expected[0][ok])
         np.testing.assert_array_equal(vals[ok], expected[1][ok])
 

@@ -1,0 +1,219 @@
+"""Inner-product scores that do not depend on the BLAS kernel, the batch or the threads.
+
+A float32 BLAS product rounds the same dot product differently for different matrix
+shapes, blockings, kernels (``OPENBLAS_CORETYPE``) and thread counts. So every score that
+leaves an inner-product model — a list's scores, ``score(user, item)``, a retrieval
+source's scores — is computed by one canonical routine, :func:`canonical_dot`: the
+float32 inputs are widened to float64 (their products are then exact), summed over the
+dimension in a fixed order, one element-wise IEEE addition at a time, and rounded once to
+float32. Element-wise IEEE arithmetic gives the same bits on every CPU, whatever else is
+in the batch.
+
+BLAS still does the heavy part, the choice of the candidates:
+
+1. score every item approximately (a BLAS product, or the norm-pruned product of
+   :mod:`recsys.models._ip_topk`) and take each row's approximate top ``k + 1``;
+2. bound the rounding of both routines for a row: ``|approx - canonical| <= err`` with
+   ``err = (2 dim + 8) 2**-24 |q| max|v|`` (a float32 sum of ``dim`` terms is off by at
+   most ``dim 2**-24 sum|q_i v_i| <= dim 2**-24 |q||v|``, Cauchy–Schwarz; the canonical
+   routine by one float32 rounding; the bound doubles their sum);
+3. where the approximate ``k + 1``-th score is below the ``k``-th by more than ``2 err``
+   (nearly every row), no item outside the approximate top ``k`` can reach a canonical
+   top ``k`` score: those ``k`` items are rescored canonically and ordered by (score
+   desc, item index asc);
+4. otherwise (near ties at the cut) the row's candidates are every item whose
+   approximate score reaches the ``k``-th minus ``2 err``, all rescored canonically.
+
+The answer is the top ``k`` of the canonical scores of every item, ties to the lower
+item index, whatever produced the approximate scores.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["canonical_dot", "canonical_pairs", "rescore_topk", "rounding_bound"]
+
+_UNIT = 2.0**-24  # float32 unit round-off
+
+
+def _widen_t(x: NDArray[np.floating]) -> NDArray[np.float64]:
+    """``x.T`` as a C-contiguous float64 array: one contiguous row per dimension."""
+    return np.ascontiguousarray(np.asarray(x, np.float32).T, dtype=np.float64)
+
+
+def canonical_pairs(
+    queries: NDArray[np.floating], items: NDArray[np.floating]
+) -> NDArray[np.float32]:
+    """Row-wise dot products ``queries[j] . items[j]`` by the canonical routine.
+
+    Parameters
+    ----------
+    queries, items : (n, dim) float32
+        Row ``j`` of each is one pair.
+
+    Returns
+    -------
+    (n,) float32
+        The float64 sum over the dimension in index order, rounded once to float32: the
+        same bits for a pair whatever other pairs are in the call, on any CPU.
+    """
+    q, v = _widen_t(queries), _widen_t(items)
+    acc = np.zeros(q.shape[1], np.float64)
+    for d in range(q.shape[0]):
+        acc += q[d] * v[d]
+    return acc.astype(np.float32)
+
+
+def canonical_dot(
+    queries: NDArray[np.floating], items: NDArray[np.floating], cols: NDArray[np.int64]
+) -> NDArray[np.float32]:
+    """Canonical scores of the items ``cols[r]`` for query ``r``.
+
+    Parameters
+    ----------
+    queries : (n, dim) float32
+    items : (n_items, dim) float32
+    cols : (n, c) int64
+        Item indices per row; ``-1`` is padding.
+
+    Returns
+    -------
+    (n, c) float32
+        ``queries[r] . items[cols[r, j]]`` as :func:`canonical_pairs` computes it; NaN at
+        the padding.
+    """
+    n, c = cols.shape
+    rows = np.repeat(np.arange(n), c)
+    flat = cols.reshape(-1)
+    valid = flat >= 0
+    out = np.full(n * c, np.nan, np.float32)
+    if valid.any():
+        q = np.asarray(queries, np.float32)
+        v = np.asarray(items, np.float32)
+        out[valid] = canonical_pairs(q[rows[valid]], v[flat[valid]])
+    return out.reshape(n, c)
+
+
+def rounding_bound(queries: NDArray[np.floating], max_item_norm: float) -> NDArray[np.float64]:
+    """Per row, a bound on ``|approximate - canonical|`` of any of the row's scores.
+
+    ``(2 dim + 8) 2**-24 |q| max|v|``: twice the worst case of a float32 sum of ``dim``
+    products in any order plus the canonical routine's final rounding (see the module
+    docstring). ``inf``/NaN where a query is not finite.
+    """
+    q = np.asarray(queries, np.float64)
+    dim = q.shape[1]
+    qnorm = np.sqrt(np.einsum("ij,ij->i", q, q))
+    return (2.0 * dim + 8.0) * _UNIT * qnorm * float(max_item_norm)
+
+
+def max_norm(items: NDArray[np.floating]) -> float:
+    """The largest row norm of ``items`` (float64), for :func:`rounding_bound`."""
+    v = np.asarray(items, np.float64)
+    if v.size == 0:
+        return 0.0
+    return float(np.sqrt(np.einsum("ij,ij->i", v, v)).max())
+
+
+def order_candidates(
+    cols: NDArray[np.int64], vals: NDArray[np.float32], k: int
+) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """Top-``k`` of candidate lists by (score desc, item index asc).
+
+    ``cols`` ``-1`` and NaN or ``-inf`` scores are ineligible; rows with fewer than ``k``
+    eligible candidates are padded with ``-1``/NaN, as :func:`recsys.models.base.topk`
+    pads.
+    """
+    from recsys.models.base import _select_by_key
+
+    c = cols.shape[1]
+    bad = (cols < 0) | ~np.isfinite(vals)
+    v = np.where(bad, np.float32(-np.inf), vals).astype(np.float32)
+    ids = np.where(bad, np.int64(0), cols)
+    if c < k:
+        v = np.pad(v, ((0, 0), (0, k - c)), constant_values=-np.inf)
+        ids = np.pad(ids, ((0, 0), (0, k - c)))
+    items, scores = _select_by_key(v, ids, k)
+    out_bad = ~np.isfinite(scores)
+    items = items.astype(np.int64)
+    items[out_bad] = -1
+    scores = scores.astype(np.float32)
+    scores[out_bad] = np.nan
+    return items, scores
+
+
+def clear_rows(
+    approx_scores: NDArray[np.float32], k: int, err: NDArray[np.float64]
+) -> NDArray[np.bool_]:
+    """Rows whose approximate top ``k`` is the canonical top-``k`` set.
+
+    Parameters
+    ----------
+    approx_scores : (n, k + 1) float32
+        Each row's approximate top ``k + 1`` scores, best first, NaN padded.
+    err
+        :func:`rounding_bound` of each row.
+    """
+    kth = approx_scores[:, k - 1].astype(np.float64)
+    nxt = approx_scores[:, k].astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        return ~np.isfinite(nxt) | (nxt < kth - 2.0 * err)
+
+
+def rescore_topk(
+    block: NDArray[np.float32],
+    queries: NDArray[np.floating],
+    items: NDArray[np.floating],
+    k: int,
+    *,
+    max_item_norm: float | None = None,
+) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """Canonical top-``k`` of ``queries @ items.T`` from an approximate score block.
+
+    Parameters
+    ----------
+    block : (n, n_items) float32
+        Approximate scores (any float32 evaluation of the products); ``-inf`` marks
+        ineligible items (seen, excluded).
+    queries : (n, dim) float32
+    items : (n_items, dim) float32
+    k
+        Items per row.
+    max_item_norm
+        ``max |items[j]|`` when the caller has it cached.
+
+    Returns
+    -------
+    items : (n, k) int64 and scores : (n, k) float32
+        The canonical top ``k`` of every eligible item, ties to the lower item index;
+        ``-1``/NaN padding.
+    """
+    from recsys.models.base import topk
+
+    n, m = block.shape
+    if n == 0 or m == 0:
+        return np.full((n, k), -1, np.int64), np.full((n, k), np.nan, np.float32)
+    vmax = max_norm(items) if max_item_norm is None else max_item_norm
+    err = rounding_bound(queries, vmax)
+    kk = min(k + 1, m)
+    cand, approx = topk(block, kk)
+    if kk <= k:  # every item is a candidate
+        return order_candidates(cand, canonical_dot(queries, items, cand), k)
+    clear = clear_rows(approx, k, err)
+    out_i = np.empty((n, k), np.int64)
+    out_s = np.empty((n, k), np.float32)
+    if clear.any():
+        c = cand[clear, :k]
+        out_i[clear], out_s[clear] = order_candidates(c, canonical_dot(queries[clear], items, c), k)
+    for r in np.flatnonzero(~clear):
+        kth = float(approx[r, k - 1])
+        floor = kth - 2.0 * float(err[r]) if np.isfinite(kth) and np.isfinite(err[r]) else -np.inf
+        row = block[r]
+        with np.errstate(invalid="ignore"):
+            wide = np.flatnonzero(np.isfinite(row) & (row >= floor))[None, :].astype(np.int64)
+        out_i[r], out_s[r] = order_candidates(
+            wide, canonical_dot(queries[r : r + 1], items, wide), k
+        )
+    return out_i, out_s
