@@ -17,6 +17,15 @@ reports ready) and ``no_cache`` (``RECSYS_RECOMMEND_CACHE_SIZE=0``: every reques
 model call), so the model's own cost is on record too. The goals are checked on the first
 configuration run.
 
+The ``foldin`` configuration (``RECSYS_RECOMMEND_CACHE_SIZE=0``,
+``RECSYS_RECOMMEND_WARM_USERS=0``) measures instead whether model work stays off the event
+loop: ``--foldin-connections`` keep-alive connections (default 8) send fold-in requests
+(``POST /recommend`` for an unknown user with 5 ``recent_items``) as fast as they go for
+``--foldin-seconds``, while probes on their own connections send ``GET /healthz``
+(``--probe-rate`` per second) and ``GET /metrics`` (a tenth as often) on a fixed schedule,
+latency from the scheduled send time. Goal: ``/healthz`` p99 under 50 ms. An idle
+``/healthz`` phase before the load gives the floor.
+
 The load generator is this process (raw asyncio HTTP/1.1 with keep-alive, much lighter than
 an HTTP client library); the server is a separate process started with
 :class:`recsys.serving.testing.ServerProcess`. CPU is the server's user+system time per
@@ -27,6 +36,8 @@ Usage::
 
     PYTHONPATH=. .venv/bin/python benchmarks/serve_load.py [--artifact DIR] [--rate 200]
         [--configs default,no_cache]
+    PYTHONPATH=. .venv/bin/python benchmarks/serve_load.py --configs foldin \
+        --out benchmarks/results/serve_load_foldin.json [--foldin-seconds 60]
 """
 
 from __future__ import annotations
@@ -94,6 +105,11 @@ class PhaseStats:
         }
 
 
+#: Seconds idle after which a connection is reopened before use: uvicorn closes keep-alive
+#: connections idle for 5 s, and a request sent as it does so would fail.
+IDLE_REOPEN_S = 4.0
+
+
 class Connection:
     """One keep-alive HTTP/1.1 connection speaking just enough of the protocol."""
 
@@ -101,15 +117,29 @@ class Connection:
         self.port = port
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.last_used = 0.0
 
-    async def request(self, target: str) -> int:
-        """GET ``target``; returns the status (the body is read and dropped)."""
+    async def request(self, target: str | tuple[str, bytes]) -> int:
+        """GET ``target``, or POST a JSON body when ``target`` is ``(path, body)``; returns
+        the status (the response body is read and dropped)."""
+        if self.writer is not None and time.perf_counter() - self.last_used > IDLE_REOPEN_S:
+            self.close()
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(HOST, self.port)
         assert self.reader is not None
-        self.writer.write(
-            f"GET {target} HTTP/1.1\r\nHost: {HOST}:{self.port}\r\n\r\n".encode("ascii")
-        )
+        if isinstance(target, tuple):
+            path, body = target
+            self.writer.write(
+                f"POST {path} HTTP/1.1\r\nHost: {HOST}:{self.port}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode(
+                    "ascii"
+                )
+                + body
+            )
+        else:
+            self.writer.write(
+                f"GET {target} HTTP/1.1\r\nHost: {HOST}:{self.port}\r\n\r\n".encode("ascii")
+            )
         head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head[9:12])
         length = 0
@@ -123,6 +153,7 @@ class Connection:
                 close = True
         if length:
             await self.reader.readexactly(length)
+        self.last_used = time.perf_counter()
         if close:
             self.close()
         return status
@@ -157,10 +188,31 @@ class TargetMix:
         return f"/recommend/{user}?k={self.k}"
 
 
+class FoldInMix:
+    """``POST /recommend`` bodies of fold-in requests: a new (unknown) user each time, with
+    ``n_recent`` random catalogue items as ``recent_items``."""
+
+    def __init__(self, items: list[Any], n_recent: int, k: int, seed: int = 1) -> None:
+        self.items = items
+        self.n_recent = n_recent
+        self.k = k
+        self.rng = random.Random(seed)
+
+    def __call__(self) -> tuple[str, bytes]:
+        body = {
+            "user_id": f"new-user-{self.rng.randrange(10**9)}",
+            "k": self.k,
+            "recent_items": self.rng.sample(self.items, self.n_recent),
+        }
+        return "/recommend", json.dumps(body).encode()
+
+
 async def open_loop(port: int, make_target: Any, rate: float, seconds: float) -> PhaseStats:
     """``rate`` requests/s on a fixed schedule; latency from the scheduled send time."""
     stats = PhaseStats()
-    pool: asyncio.Queue[Connection] = asyncio.Queue()
+    # last in, first out: the connections in use stay warm, and an idle one is never picked
+    # after the server's keep-alive timeout closed it (a slow probe rate would see that)
+    pool: asyncio.Queue[Connection] = asyncio.LifoQueue()
     for _ in range(64):
         pool.put_nowait(Connection(port))
     tasks: set[asyncio.Task[None]] = set()
@@ -316,6 +368,72 @@ def measure(
     }
 
 
+def measure_foldin(
+    artifact: Path,
+    items: list[Any],
+    args: argparse.Namespace,
+    tmp: Path,
+    env: dict[str, str],
+) -> dict[str, Any]:
+    """Start a server with ``env``; probe ``/healthz`` and ``/metrics`` idle, then while
+    ``--foldin-connections`` connections send fold-in requests."""
+    server = ServerProcess(
+        artifact,
+        log_path=tmp / "server.log",
+        env={"RECSYS_LOG_REQUESTS": "true", **env},
+        args=["--events-log", str(tmp / "events.jsonl")],
+    )
+    with server:
+        assert server.proc is not None
+        pid, port = server.proc.pid, server.port
+        mix = FoldInMix(items, n_recent=5, k=args.k)
+        load_before = os.getloadavg()
+        idle, i_sec, i_cpu = run_phase(
+            pid, lambda: open_loop(port, lambda: "/healthz", args.probe_rate, 5.0)
+        )
+        idle_sum = idle.summary(i_sec, i_cpu)
+        print("  idle /healthz", idle_sum, flush=True)
+        run_phase(pid, lambda: closed_loop(port, mix, args.foldin_connections, args.warmup))
+        c0 = scrape(port)
+
+        async def loaded() -> tuple[PhaseStats, PhaseStats, PhaseStats]:
+            seconds = args.foldin_seconds
+            return await asyncio.gather(
+                closed_loop(port, mix, args.foldin_connections, seconds),
+                open_loop(port, lambda: "/healthz", args.probe_rate, seconds),
+                open_loop(port, lambda: "/metrics", args.probe_rate / 10, seconds),
+            )
+
+        cpu0, t0 = cpu_seconds(pid), time.perf_counter()
+        foldin, health, metrics = asyncio.run(loaded())
+        sec, cpu = time.perf_counter() - t0, cpu_seconds(pid) - cpu0
+        f_sum = {**foldin.summary(sec, cpu), **counters(c0, scrape(port))}
+        h_sum = health.summary(sec, cpu)
+        m_sum = metrics.summary(sec, cpu)
+        print("  fold-in", f_sum, flush=True)
+        print("  /healthz under fold-in", h_sum, flush=True)
+        print("  /metrics under fold-in", m_sum, flush=True)
+        load_after = os.getloadavg()
+    return {
+        "idle_healthz": idle_sum,
+        "foldin": f_sum,
+        "healthz_under_foldin": h_sum,
+        "metrics_under_foldin": m_sum,
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in load_after],
+    }
+
+
+def check_foldin(run: dict[str, Any]) -> dict[str, bool]:
+    """The fold-in goals, one flag each."""
+    h, m, f = run["healthz_under_foldin"], run["metrics_under_foldin"], run["foldin"]
+    return {
+        "healthz_p99_under_foldin": h.get("p99_ms", float("inf"))
+        < GOALS["healthz_p99_under_foldin_ms_max"],
+        "zero_errors": h["errors"] == 0 and m["errors"] == 0 and f["errors"] == 0,
+    }
+
+
 def check(run: dict[str, Any], rate: float) -> dict[str, bool]:
     """The goals, one flag each."""
     s, h, p = run["sustained"], run["peak_healthz"], run["peak_recommend"]
@@ -329,13 +447,20 @@ def check(run: dict[str, Any], rate: float) -> dict[str, bool]:
     }
 
 
-GOALS = {"sustained_p99_ms_max": 25.0, "peak_recommend_over_healthz_min": 0.30}
+GOALS = {
+    "sustained_p99_ms_max": 25.0,
+    "peak_recommend_over_healthz_min": 0.30,
+    "healthz_p99_under_foldin_ms_max": 50.0,
+}
 CONFIGS = {
     # the server as shipped: plain top lists cached per model (RECSYS_RECOMMEND_CACHE_SIZE)
     "default": {},
     # every request computes its list: the model's own cost under the same load
     "no_cache": {"RECSYS_RECOMMEND_CACHE_SIZE": "0"},
+    # fold-in load (every request a model call) with /healthz and /metrics probed meanwhile
+    "foldin": {"RECSYS_RECOMMEND_CACHE_SIZE": "0", "RECSYS_RECOMMEND_WARM_USERS": "0"},
 }
+FOLDIN_CONFIGS = frozenset({"foldin"})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -348,6 +473,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds")
     parser.add_argument("--connections", type=int, default=32, help="peak connections")
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument(
+        "--foldin-seconds", type=float, default=60.0, help="fold-in load seconds (foldin)"
+    )
+    parser.add_argument(
+        "--foldin-connections", type=int, default=8, help="fold-in connections (foldin)"
+    )
+    parser.add_argument(
+        "--probe-rate", type=float, default=50.0, help="/healthz probes per second (foldin)"
+    )
     parser.add_argument(
         "--configs", default=",".join(CONFIGS), help=f"server configs to run: {', '.join(CONFIGS)}"
     )
@@ -368,14 +502,22 @@ def main(argv: list[str] | None = None) -> int:
             print(f"trained ml-100k artifact in {time.perf_counter() - t0:.1f}s", flush=True)
         from recsys.pipeline import Pipeline
 
-        users = Pipeline.load(artifact).user_map.ids.tolist()
+        loaded = Pipeline.load(artifact)
+        users = loaded.user_map.ids.tolist()
+        items = loaded.item_map.ids.tolist()
+        del loaded
         for name in names:
             print(f"config {name}: env {CONFIGS[name]}", flush=True)
             work = Path(tmp) / name
             work.mkdir()
-            runs[name] = measure(artifact, users, args, work, CONFIGS[name])
-            runs[name]["env"] = CONFIGS[name]
-            runs[name]["passed"] = check(runs[name], args.rate)
+            if name in FOLDIN_CONFIGS:
+                runs[name] = measure_foldin(artifact, items, args, work, CONFIGS[name])
+                runs[name]["env"] = CONFIGS[name]
+                runs[name]["passed"] = check_foldin(runs[name])
+            else:
+                runs[name] = measure(artifact, users, args, work, CONFIGS[name])
+                runs[name]["env"] = CONFIGS[name]
+                runs[name]["passed"] = check(runs[name], args.rate)
 
     generator = resource.getrusage(resource.RUSAGE_SELF)
     import fastapi
@@ -393,12 +535,19 @@ def main(argv: list[str] | None = None) -> int:
         "concurrent plain requests share micro-batched model calls (mean_model_batch)",
         "request_mix": f"GET /recommend/{{user}}?k={args.k}: uniformly random training users, "
         "10% unknown users (cold start)",
+        "foldin_mix": f"POST /recommend {{user_id: <new user>, k: {args.k}, recent_items: "
+        "<5 random catalogue items>}: every request a fold-in model call (foldin config)",
         "phases": {
             "warmup_s": args.warmup,
             "sustained": f"open loop, {args.rate:g} req/s for {args.duration:g} s, latency "
             "from the scheduled send time",
             "peak": f"closed loop, {args.connections} connections, {args.peak_seconds:g} s "
             "for /healthz then /recommend",
+            "foldin": f"idle /healthz probes for 5 s; then closed loop, "
+            f"{args.foldin_connections} connections of fold-in requests for "
+            f"{args.foldin_seconds:g} s, while /healthz ({args.probe_rate:g}/s) and /metrics "
+            f"({args.probe_rate / 10:g}/s) are probed open loop, latency from the scheduled "
+            "send time",
         },
         "goals": {"sustained_rate_rps": args.rate, **GOALS},
         "runs": runs,

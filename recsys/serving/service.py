@@ -9,15 +9,19 @@ request in flight.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
+import os
 import threading
 import time
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -46,6 +50,9 @@ from recsys.serving.settings import Settings
 __all__ = ["LoadedModel", "RecommendService", "ServingState"]
 
 logger = logging.getLogger(__name__)
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 PERSONALIZED = "personalized"
 COLD_START = "cold_start"
@@ -344,62 +351,125 @@ def _fast_lists(pipeline: Pipeline, model: str | None, users: list[int], ks: lis
     return [(items[r, :k], scores[r, :k], sources[r, :k]) for r, k in enumerate(ks)]
 
 
+#: One waiter of the micro-batcher: pipeline, component, user index, k and its future.
+_Waiter = tuple[Pipeline, str | None, int, int, "asyncio.Future[_List]"]
+#: What a flush computed for one group of waiters: their positions and lists (or the error).
+_GroupResult = tuple[list[int], _Lists | BaseException]
+
+
 class _MicroBatcher:
-    """Coalesces plain recommend calls made in the same event-loop iteration.
+    """Coalesces plain recommend calls into batched model calls that run off the event loop.
 
     The first call schedules a flush with ``call_soon``; every call made before the loop
-    gets to it joins the batch, which is answered by one vectorised model call per
-    (pipeline, component). Under concurrent load this amortises the per-call overhead of
-    the sparse kernels; a lone request pays one loop iteration.
+    gets to it joins the batch. The flush hands the batch to the model executor (a worker
+    thread), which makes one vectorised model call per (pipeline, component) and at most
+    ``max_batch`` lists; the loop only awaits the result, so it keeps answering other
+    requests (``/healthz``, ``/metrics``) meanwhile. One flush per loop is in flight at a
+    time: calls made while it computes wait for it and go out together in the next one,
+    so batches grow with the load.
+
+    Stability: internal
+
+    Parameters
+    ----------
+    loop
+        The event loop whose requests it batches.
+    executor
+        Where model calls run; ``None``: the loop's default executor.
+    max_batch
+        Most lists per model call.
+    metrics
+        Counts model calls and their lists, if given.
     """
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
+        executor: Executor | None = None,
         max_batch: int = 256,
         metrics: Metrics | None = None,
     ) -> None:
         self._loop = loop
+        self._executor = executor
         self._max_batch = max_batch
         self._metrics = metrics
-        self._pending: list[tuple[Pipeline, str | None, int, int, asyncio.Future[Any]]] = []
+        self._pending: list[_Waiter] = []
+        self._busy = False  # a flush is scheduled or computing
 
     def submit(
         self, pipeline: Pipeline, model: str | None, uidx: int, k: int
     ) -> asyncio.Future[_List]:
         """A future of ``(items, scores, sources)`` for one user index."""
-        future: asyncio.Future[Any] = self._loop.create_future()
-        if not self._pending:
-            self._loop.call_soon(self._flush)
+        future: asyncio.Future[_List] = self._loop.create_future()
         self._pending.append((pipeline, model, uidx, k, future))
-        if len(self._pending) >= self._max_batch:
-            self._flush()
+        if not self._busy:
+            self._busy = True
+            self._loop.call_soon(self._flush)
         return future
 
     def _flush(self) -> None:
+        """Send every pending call to the executor (on the loop; never computes)."""
         pending, self._pending = self._pending, []
+        pending = [w for w in pending if not w[4].done()]  # clients that went away
+        if not pending:
+            self._busy = False
+            return
+        try:
+            done = self._loop.run_in_executor(self._executor, self._compute, pending)
+        except Exception as exc:  # e.g. the executor was shut down
+            self._deliver(pending, [(list(range(len(pending))), exc)])
+            return
+        done.add_done_callback(functools.partial(self._computed, pending))
+
+    def _compute(self, pending: list[_Waiter]) -> list[_GroupResult]:
+        """The model calls of one flush (in a worker thread): one per group of at most
+        ``max_batch`` calls to the same (pipeline, component)."""
         groups: dict[tuple[int, str | None], list[int]] = {}
         for pos, (pipeline, model, _, _, _) in enumerate(pending):
             groups.setdefault((id(pipeline), model), []).append(pos)
-        for (_, model), positions in groups.items():
-            pipeline = pending[positions[0]][0]
-            try:
-                lists = _fast_lists(
-                    pipeline,
-                    model,
-                    [pending[p][2] for p in positions],
-                    [pending[p][3] for p in positions],
-                )
-            except Exception as exc:  # every waiter of the group gets the error
-                for p in positions:
-                    if not pending[p][4].done():
-                        pending[p][4].set_exception(exc)
-                continue
-            if self._metrics is not None:
-                self._metrics.count_model_call(len(positions))
-            for p, result in zip(positions, lists, strict=True):
-                if not pending[p][4].done():  # the client may have gone away
-                    pending[p][4].set_result(result)
+        out: list[_GroupResult] = []
+        for (_, model), members in groups.items():
+            for lo in range(0, len(members), self._max_batch):
+                positions = members[lo : lo + self._max_batch]
+                try:
+                    lists = _fast_lists(
+                        pending[positions[0]][0],
+                        model,
+                        [pending[p][2] for p in positions],
+                        [pending[p][3] for p in positions],
+                    )
+                except Exception as exc:  # every waiter of the group gets the error
+                    out.append((positions, exc))
+                    continue
+                if self._metrics is not None:
+                    self._metrics.count_model_call(len(positions))
+                out.append((positions, lists))
+        return out
+
+    def _computed(self, pending: list[_Waiter], done: asyncio.Future[list[_GroupResult]]) -> None:
+        """On the loop: hand the lists to their waiters, then flush what queued meanwhile."""
+        try:
+            results = done.result()
+        except BaseException as exc:  # the executor itself failed
+            results = [(list(range(len(pending))), exc)]
+        self._deliver(pending, results)
+
+    def _deliver(self, pending: list[_Waiter], results: list[_GroupResult]) -> None:
+        for positions, lists in results:
+            for n, p in enumerate(positions):
+                future = pending[p][4]
+                if future.done():  # the client may have gone away
+                    continue
+                if isinstance(lists, asyncio.CancelledError):
+                    future.cancel()  # the executor was shut down under it
+                elif isinstance(lists, BaseException):
+                    future.set_exception(lists)
+                else:
+                    future.set_result(lists[n])
+        if self._pending:
+            self._loop.call_soon(self._flush)
+        else:
+            self._busy = False
 
 
 class RecommendService:
@@ -407,10 +477,16 @@ class RecommendService:
 
     Stability: provisional
 
+    Model work never runs on the event loop: the async entry points (:meth:`recommend_async`,
+    :meth:`run_model`) compute in the service's model executor, a small pool of worker
+    threads, and the loop only awaits the result, so ``/healthz`` and ``/metrics`` answer
+    while models compute. The pool is small on purpose: the loop thread competes with the
+    workers for the GIL, and every extra busy worker is one more thread ahead of it.
+
     Parameters
     ----------
     settings
-        Server settings (artifact, events log, limits).
+        Server settings (artifact, events log, limits, model threads).
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -422,6 +498,8 @@ class RecommendService:
         self._batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _MicroBatcher] = (
             weakref.WeakKeyDictionary()
         )
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
 
     # ------------------------------------------------------------------ lifecycle
     def _load_model(self, path: Path) -> LoadedModel:
@@ -457,9 +535,41 @@ class RecommendService:
         )
 
     def close(self) -> None:
-        """Release the event log (the state stays readable)."""
+        """Release the event log and the model executor's threads (the state stays
+        readable; a later :meth:`run_model` starts a new executor)."""
         if self._log is not None:
             self._log.close()
+        with self._executor_lock:
+            executor, self._executor = self._executor, None
+            self._batchers.clear()
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def model_threads(self) -> int:
+        """Worker threads of the model executor: ``settings.model_threads``, or by default
+        ``min(2, CPUs)``."""
+        configured = self.settings.model_threads
+        return configured if configured is not None else max(1, min(2, os.cpu_count() or 1))
+
+    def _model_executor(self) -> ThreadPoolExecutor:
+        """The executor that runs model work off the event loop (created on first use)."""
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=self.model_threads, thread_name_prefix="recsys-model"
+                )
+            return self._executor
+
+    async def run_model(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """Run ``fn(*args, **kwargs)`` in the model executor and await its result.
+
+        For endpoints whose work is a model call (or may be): the event loop stays free
+        while it computes.
+        """
+        loop = asyncio.get_running_loop()
+        call = functools.partial(fn, *args, **kwargs)
+        return await loop.run_in_executor(self._model_executor(), call)
 
     def _new_state(self, model: LoadedModel) -> ServingState:
         assert self._log is not None
@@ -529,8 +639,9 @@ class RecommendService:
             plan.model.cache.put(plan.cache_key, lists)
 
     async def recommend_async(self, req: RecommendRequest) -> dict[str, Any]:
-        """As :meth:`recommend`, on the event loop: plain requests (no events, no
-        ``recent_items``) made in the same loop iteration share one batched model call."""
+        """As :meth:`recommend`, awaited on the event loop with the model work in the model
+        executor: plain requests (no events, no ``recent_items``) made while a batch is
+        pending share one batched model call; a fold-in is one call of its own."""
         state = self.state
         state.online.sync()
         plan = self._plan(state, req)
@@ -542,7 +653,7 @@ class RecommendService:
                 )
                 self._remember(plan, cached)
             return self._finish(plan, *cached)
-        return self._finish(plan, *self._fold_in(plan))
+        return self._finish(plan, *await self.run_model(self._fold_in, plan))
 
     def recommend_batch(self, reqs: list[RecommendRequest]) -> dict[str, Any]:
         """Recommendations for several users, all from the same model (a JSON-ready dict of
@@ -584,7 +695,9 @@ class RecommendService:
         loop = asyncio.get_running_loop()
         batcher = self._batchers.get(loop)
         if batcher is None:
-            batcher = self._batchers[loop] = _MicroBatcher(loop, metrics=self.metrics)
+            batcher = self._batchers[loop] = _MicroBatcher(
+                loop, self._model_executor(), metrics=self.metrics
+            )
         return batcher
 
     def _plan(self, state: ServingState, req: RecommendRequest) -> _Plan:

@@ -53,6 +53,11 @@ class Settings(BaseSettings):
         cache (0 turns it off): the first requests then do not each pay for a model call.
         Startup takes about ``users x`` the per-user batch cost (ML-100K's 943 users with
         the default hybrid: a few seconds).
+    model_threads
+        Worker threads that run model calls (fold-in, batched top lists, similar items,
+        ``/recommend/batch``) off the event loop; default ``min(2, CPUs)``. More threads
+        help only where the model releases the GIL, and each busy one delays the loop
+        thread (``/healthz``) a little more.
     log_requests
         Log one structured line per request (request id, route, status, model version,
         latency); never ids or features.
@@ -68,6 +73,7 @@ class Settings(BaseSettings):
     recommend_cache_size: int = Field(default=50_000, ge=0)
     recommend_warm_users: int = Field(default=5_000, ge=0)
     recommend_warm_k: int = Field(default=20, ge=1, le=100)
+    model_threads: int | None = Field(default=None, ge=1, le=64)
     log_requests: bool = True
 
     @property

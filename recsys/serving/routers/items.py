@@ -25,7 +25,7 @@ async def similar_items(
     details: bool = False,
 ) -> JSONResponse:
     """The ``k`` items most similar to ``item_id``; popular items for an unknown item."""
-    return JSONResponse(service.similar_items(item_id, k, details=details))
+    return JSONResponse(await service.run_model(service.similar_items, item_id, k, details=details))
 
 
 @router.get("/genres")

@@ -10,7 +10,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
 from recsys.serving.deps import ServiceDep
 from recsys.serving.schemas import (
@@ -43,7 +42,7 @@ async def recommend(body: RecommendRequest, service: ServiceDep, request: Reques
 @router.post("/batch", response_model=BatchResponse, response_model_exclude_none=True)
 async def recommend_batch(body: BatchRequest, service: ServiceDep) -> JSONResponse:
     """Several recommendation requests (at most 100) answered in order, from one model."""
-    return JSONResponse(await run_in_threadpool(service.recommend_batch, list(body.requests)))
+    return JSONResponse(await service.run_model(service.recommend_batch, list(body.requests)))
 
 
 @router.get("/{user_id:path}", response_model=RecommendResponse, response_model_exclude_none=True)
