@@ -56,6 +56,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from recsys.artifacts import check_format_version
 from recsys.errors import ArtifactError, ConfigError, DataError
+from recsys.models import _exact
 
 __all__ = ["IndexConfig", "ItemIndex", "exact_search"]
 
@@ -134,19 +135,22 @@ def exact_search(
     Returns
     -------
     items : (n, k) int64 and scores : (n, k) float32
-        Best first, ties to the lower item index; ``-1``/NaN padding.
+        Best first, ties to the lower item index; ``-1``/NaN padding. Scores are the
+        canonical inner products of :mod:`recsys.models._exact`, so the answer does not
+        depend on the batch or the BLAS kernel.
     """
-    from recsys.models.base import topk
-
     items_v = np.ascontiguousarray(item_vectors, dtype=np.float32)
     q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
     n = q.shape[0]
     out_i = np.empty((n, k), np.int64)
     out_s = np.empty((n, k), np.float32)
+    vmax = _exact.max_norm(items_v)
     step = max(1, _EXACT_BLOCK // max(1, items_v.shape[0]))
     for start in range(0, n, step):
-        block = q[start : start + step] @ items_v.T
-        out_i[start : start + step], out_s[start : start + step] = topk(block, k)
+        qb = q[start : start + step]
+        out_i[start : start + step], out_s[start : start + step] = _exact.rescore_topk(
+            qb @ items_v.T, qb, items_v, k, max_item_norm=vmax
+        )
     return out_i, out_s
 
 
@@ -183,6 +187,8 @@ class ItemIndex:
         #: graphs the last search visited per query (norm ranges; 1.0 for one index)
         self.last_graphs_per_query = 1.0
         self.build_seconds: float = 0.0
+        self._vectors: NDArray[np.float32] | None = None  # flat kind: for canonical scores
+        self._vmax = 0.0
 
     def __repr__(self) -> str:
         return f"ItemIndex(kind={self.kind!r}, n_items={self.n_items}, dim={self.dim})"
@@ -321,6 +327,8 @@ class ItemIndex:
         if n == 0:
             return np.full((0, k), -1, np.int64), np.full((0, k), np.nan, np.float32)
         fetch = min(self.n_items, k + extra)
+        if self.exact and fetch < self.n_items:  # one more: the canonical cut (models._exact)
+            fetch += 1
         if self.range_norms is None:
             scores, items = self.index.search(q, fetch)
         else:
@@ -335,8 +343,11 @@ class ItemIndex:
         scores = np.where(items >= 0, scores, -np.inf).astype(np.float32)
         # best first, ties to the lower index (as the exact oracle), padding last
         order = np.lexsort((items, -scores), axis=1)
-        items = np.take_along_axis(items, order, 1)[:, :k]
-        scores = np.take_along_axis(scores, order, 1)[:, :k]
+        items = np.take_along_axis(items, order, 1)
+        scores = np.take_along_axis(scores, order, 1)
+        if self.exact:
+            items, scores = self._canonical(q, items, scores, k, exclude)
+        items, scores = items[:, :k], scores[:, :k]
         bad = ~np.isfinite(scores)
         items[bad] = -1
         scores[bad] = np.nan
@@ -345,6 +356,59 @@ class ItemIndex:
             items = np.pad(items, ((0, 0), (0, pad)), constant_values=-1)
             scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=np.nan)
         return items, scores
+
+    def _canonical(
+        self,
+        q: NDArray[np.float32],
+        items: NDArray[np.int64],
+        scores: NDArray[np.float32],
+        k: int,
+        exclude: sp.csr_matrix | None,
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """The flat index's answer with canonical scores (:mod:`recsys.models._exact`).
+
+        ``items``/``scores`` are FAISS's sorted candidates (``-1``/``-inf`` for excluded
+        ones), ``k + 1`` eligible ones per row where the catalogue allows. Where the
+        ``k + 1``-th approximate score is clear of the ``k``-th by the rounding bound, the
+        top ``k`` are rescored canonically; the other rows (near ties at the cut) are
+        ranked from a full approximate row.
+        """
+        vectors, vmax = self._flat_vectors()
+        n = len(q)
+        out_i = np.full((n, k), -1, np.int64)
+        out_s = np.full((n, k), np.nan, np.float32)
+        approx = np.where(items >= 0, scores, np.nan).astype(np.float32)
+        if approx.shape[1] > k:
+            clear = _exact.clear_rows(approx, k, _exact.rounding_bound(q, vmax))
+        else:  # the whole catalogue was fetched: every item is a candidate
+            clear = np.ones(n, bool)
+        if clear.any():
+            cand = items[clear, :k]
+            out_i[clear], out_s[clear] = _exact.order_candidates(
+                cand, _exact.canonical_dot(q[clear], vectors, cand), k
+            )
+        rest = np.flatnonzero(~clear)
+        if len(rest):
+            block = np.asarray(q[rest] @ vectors.T, np.float32)
+            if exclude is not None:
+                ex = sp.csr_matrix(exclude[rest])
+                rows = np.repeat(np.arange(len(rest)), np.diff(ex.indptr))
+                block[rows, ex.indices] = -np.inf
+            out_i[rest], out_s[rest] = _exact.rescore_topk(
+                block, q[rest], vectors, k, max_item_norm=vmax
+            )
+        return out_i, out_s
+
+    def _flat_vectors(self) -> tuple[NDArray[np.float32], float]:
+        """The flat index's ``(n_items, dim) float32`` vectors (a view of FAISS's storage)
+        and their largest norm."""
+        if self._vectors is None:
+            flat = faiss.downcast_index(self.index)
+            n, d = self.n_items, self.dim
+            xb = faiss.rev_swig_ptr(flat.get_xb(), n * d)  # type: ignore[attr-defined]
+            self._vectors = np.asarray(xb, np.float32).reshape(n, d)
+            self._vmax = _exact.max_norm(self._vectors)
+        return self._vectors, self._vmax
 
     def _search_ranges(
         self, q: NDArray[np.float32], fetch: int
