@@ -351,9 +351,9 @@ def read_table(path: Path | str) -> tuple[pd.DataFrame, list[int], NDArray[np.in
     source = str(path)
     if not path.exists():
         raise DataError(f"{source}: file not found")
-    fmt = _file_format(path)
-    if path.is_dir() and fmt != "parquet":
+    if path.is_dir() and _suffixes(path)[0] not in PARQUET_SUFFIXES:
         raise DataError(f"{source}: is a directory, expected a CSV or parquet file")
+    fmt = _file_format(path)
     if fmt == "parquet":  # a file, or a dataset directory of parts (`recsys recommend`)
         try:
             table = pq.read_table(path)
