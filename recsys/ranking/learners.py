@@ -296,7 +296,13 @@ class LogisticLearner:
     def decision_function(self, features: NDArray[np.float32]) -> NDArray[np.float64]:
         """Raw scores (log-odds)."""
         x = _check_features(features, self.n_features, type(self).__name__)
-        return self._design(x, self.mean, self.std) @ self.coef + self.intercept
+        design = self._design(x, self.mean, self.std)
+        # summed column by column in a fixed order, not by a BLAS product: a row's score
+        # must not depend on the other candidates in the call or the CPU's kernel (#14)
+        out = np.full(len(design), self.intercept, np.float64)
+        for j in range(design.shape[1]):
+            out += design[:, j] * self.coef[j]
+        return out
 
     def contributions(self, features: NDArray[np.float32]) -> NDArray[np.float64]:
         """``(n, n_features)`` each feature's share of the raw score (value + indicator)."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -121,12 +121,21 @@ class RecommenderContract(ABC):
     min_embedding_top1_agreement
         Least fraction of users whose best item by ``user_factors @ item_factors.T``
         equals their first recommendation (without seen-item exclusion).
+    exact_scores
+        ``True`` for models whose scores are exact by construction: one routine computes
+        every final score, whatever the batch or the BLAS kernel (sparse products, or the
+        canonical inner products of :mod:`recsys.models._exact`). Batch and single-user
+        scores, ``score`` and ``recommend`` (and fold-in of a training history, where
+        ``fold_in_min_overlap`` is 1.0) are then compared bit for bit; otherwise with a
+        float32-rounding tolerance (``rtol=1e-5``), since a BLAS kernel rounds products of
+        different shapes differently.
     """
 
     contract_k: ClassVar[int] = 5
     min_block_precision: ClassVar[float | None] = 0.9
     fold_in_min_overlap: ClassVar[float] = 1.0
     min_embedding_top1_agreement: ClassVar[float] = 0.9
+    exact_scores: ClassVar[bool] = False
 
     @abstractmethod
     def make_model(self) -> Recommender:
@@ -249,9 +258,7 @@ class RecommenderContract(ABC):
                     [u], k=k, exclude_seen=exclude_seen
                 )
                 np.testing.assert_array_equal(items[row], one_items[0], err_msg=f"user {u}")
-                np.testing.assert_allclose(
-                    scores[row], one_scores[0], rtol=_RTOL, atol=_ATOL, err_msg=f"user {u}"
-                )
+                self._assert_scores(scores[row], one_scores[0], err_msg=f"user {u}")
 
     # ------------------------------------------------------------------ score
     def test_score_matches_recommend(
@@ -265,7 +272,15 @@ class RecommenderContract(ABC):
             pair_users = np.broadcast_to(users[:, None], items.shape)[valid]
             got = contract_model.score(pair_users, items[valid])
             assert got.dtype == np.float32 and got.shape == (int(valid.sum()),)
-            np.testing.assert_allclose(got, scores[valid], rtol=_RTOL, atol=_ATOL)
+            self._assert_scores(got, scores[valid])
+
+    def _assert_scores(self, got: NDArray[Any], want: NDArray[Any], err_msg: str = "") -> None:
+        """Bit for bit where the model is exact by construction (``exact_scores``), else
+        within float32 rounding."""
+        if self.exact_scores:
+            np.testing.assert_array_equal(got, want, err_msg=err_msg)
+        else:
+            np.testing.assert_allclose(got, want, rtol=_RTOL, atol=_ATOL, err_msg=err_msg)
 
     def test_score_unknown_is_nan(
         self, contract_model: Recommender, contract_data: TrainingData
@@ -393,7 +408,7 @@ class RecommenderContract(ABC):
             assert not set(row[row >= 0].tolist()) & set(hist[u].indices.tolist())
         if self.fold_in_min_overlap >= 1.0:
             np.testing.assert_array_equal(items, fitted_items)
-            np.testing.assert_allclose(scores, fitted_scores, rtol=_RTOL, atol=_ATOL)
+            self._assert_scores(scores, fitted_scores)
         else:
             overlap = float(
                 np.mean(

@@ -25,16 +25,19 @@ from recsys.types import TrainingData
 
 
 class TestItemKNNTFIDFContract(RecommenderContract):
+    exact_scores = True  # one routine computes every score (#14)
     def make_model(self) -> Recommender:
         return ItemKNN(n_neighbors=10, similarity="tfidf")
 
 
 class TestItemKNNBM25Contract(RecommenderContract):
+    exact_scores = True  # one routine computes every score (#14)
     def make_model(self) -> Recommender:
         return ItemKNN(n_neighbors=10, similarity="bm25", bm25_k1=1.5, bm25_b=0.5)
 
 
 class TestItemKNNAdjustedCosineContract(RecommenderContract):
+    exact_scores = True  # one routine computes every score (#14)
     # Ratings are 4 or 5 inside a block: centred by each user's mean they are +-0.5 noise,
     # so the adjusted cosine learns little of the block structure on this data.
     min_block_precision = None

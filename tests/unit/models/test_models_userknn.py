@@ -30,6 +30,7 @@ R2 = np.sqrt(2.0)
 
 
 class TestUserKNNContract(RecommenderContract):
+    exact_scores = True  # one routine computes every score (#14)
     # A known user is never their own neighbour; their history folded in finds them (see
     # test_fold_in_of_own_history_needs_one_more_neighbour for the exact statement).
     fold_in_min_overlap = 0.9
@@ -39,6 +40,7 @@ class TestUserKNNContract(RecommenderContract):
 
 
 class TestUserKNNBM25Contract(RecommenderContract):
+    exact_scores = True  # one routine computes every score (#14)
     fold_in_min_overlap = 0.9
 
     def make_model(self) -> Recommender:
