@@ -85,15 +85,21 @@ def canonical_dot(
         the padding.
     """
     n, c = cols.shape
-    rows = np.repeat(np.arange(n), c)
-    flat = cols.reshape(-1)
-    valid = flat >= 0
-    out = np.full(n * c, np.nan, np.float32)
-    if valid.any():
-        q = np.asarray(queries, np.float32)
-        v = np.asarray(items, np.float32)
-        out[valid] = canonical_pairs(q[rows[valid]], v[flat[valid]])
-    return out.reshape(n, c)
+    valid = cols >= 0
+    if n == 0 or c == 0 or not valid.any():
+        return np.full((n, c), np.nan, np.float32)
+    # the items the rows ask for, one contiguous float64 row per dimension: the gathers
+    # of the loop below then read a small table instead of transposing every pair
+    used, local = np.unique(np.where(valid, cols, cols[valid][0]), return_inverse=True)
+    local = local.reshape(n, c)
+    table = _widen_t(np.asarray(items, np.float32)[used])
+    q = _widen_t(queries)
+    acc = np.zeros((n, c), np.float64)
+    for d in range(q.shape[0]):  # the same order for every pair: the canonical sum
+        acc += q[d][:, None] * table[d][local]
+    out = acc.astype(np.float32)
+    out[~valid] = np.nan
+    return out
 
 
 def rounding_bound(queries: NDArray[np.floating], max_item_norm: float) -> NDArray[np.float64]:
