@@ -158,4 +158,7 @@ def test_score_bad_input_is_one_line(workdir: Path) -> None:
         workdir / "x.csv",
         ok=False,
     )
-    assert proc.returncode == 1 and "missing column(s) user_id, item_id" in proc.stderr
+    # the readers' message (issue 14: every CLI input goes through them), with hints
+    assert proc.returncode == 1 and "missing required column 'user_id'" in proc.stderr
+    assert "bad.csv" in proc.stderr and "rename 'item' to 'item_id'" in proc.stderr
+    assert "Traceback" not in proc.stderr
