@@ -350,7 +350,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="debug logging, with third-party libraries' logs and progress bars",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a pipeline artifact", description=cmd_train.__doc__)
@@ -466,14 +471,59 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Libraries whose INFO records (gensim's lifecycle, FAISS's CPU probing, numba's compiler)
+#: and progress bars (implicit's) bury recsys's own lines: at WARNING unless ``-v``.
+_THIRD_PARTY_LOGGERS = (
+    "gensim",
+    "implicit",
+    "faiss",
+    "urllib3",
+    "numba",
+    "torch",
+    "matplotlib",
+    "PIL",
+    "httpx",
+    "distributed",
+    "asyncio",
+)
+
+
+class _RecsysInfoOnly(logging.Filter):
+    """Pass recsys's records at any level, other loggers' from WARNING up."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        name = record.name
+        return record.levelno >= logging.WARNING or name == "recsys" or name.startswith("recsys.")
+
+
+def _configure_logging(*, quiet: bool, verbose: bool) -> None:
+    """One stderr handler at INFO (WARNING with ``-q``, DEBUG with ``-v``).
+
+    At default verbosity only recsys's own records (stage milestones, the summary line)
+    get through below WARNING: the listed third-party loggers are set to WARNING and the
+    handler drops any other library's INFO records. That also turns implicit's
+    per-iteration progress bars off (the factor models follow the ``implicit`` logger's
+    level, see :class:`recsys.models.factors.FactorModel`); recsys's own bars stay.
+    ``-v`` lets everything through (#14).
+    """
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    root = logging.getLogger()
+    configured = bool(root.handlers)  # e.g. called in-process by an application or a test
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if verbose:
+        return
+    if not configured:
+        for handler in root.handlers:
+            handler.addFilter(_RecsysInfoOnly())
+    for name in _THIRD_PARTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``recsys`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose else logging.INFO)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.verbose:  # FAISS logs its CPU-feature probing at INFO: noise for users
-        logging.getLogger("faiss").setLevel(logging.WARNING)
+    _configure_logging(quiet=args.quiet, verbose=args.verbose)
     try:
         return int(args.func(args))
     except RecsysError as exc:

@@ -163,7 +163,8 @@ class Pipeline:
         Without explicit ``models``, a component that cannot be trained on this data is
         left out with a warning and recorded in the manifest (``skipped_components``):
         ``svdpp`` when the interactions have no ratings, ``doc2vec`` when no item has a
-        document (no items file). Named explicitly, such a component fails instead.
+        document (no items file), and any component whose training fails (the reason is
+        the error). Named explicitly, such a component fails instead.
         """
         from recsys.features import FeatureStore
         from recsys.ranking.components import fit_components
@@ -201,7 +202,11 @@ class Pipeline:
 
             t0 = time.perf_counter()
             hybrid = HybridRecommender(config, names).fit(
-                data, show_progress=show_progress, features=features, skip_unrated=not explicit
+                data,
+                show_progress=show_progress,
+                features=features,
+                skip_unrated=not explicit,
+                skip_failed=not explicit,
             )
             timings[HYBRID] = time.perf_counter() - t0
             timings.update(hybrid.fit_seconds_)
@@ -217,6 +222,7 @@ class Pipeline:
                 store=features,
                 show_progress=show_progress,
                 skip_unrated=not explicit,
+                skip_failed=not explicit,
             )
             timings.update(seconds)
             skipped.update(more)

@@ -27,6 +27,7 @@ import scipy.sparse as sp
 from numpy.typing import ArrayLike, NDArray
 from pydantic import AliasChoices, Field
 from threadpoolctl import threadpool_limits
+from tqdm.auto import tqdm
 
 from recsys.errors import ConfigError, DataError
 from recsys.models import _exact
@@ -324,7 +325,10 @@ class FactorModel(HistoryFoldIn):
         """Run implicit on the binary ``(n_users, n_items)`` matrix; return both factor arrays.
 
         CUDA training copies the factors back to the CPU; CPU training uses
-        ``num_threads`` threads.
+        ``num_threads`` threads. ``show_progress`` shows recsys's own bar over the
+        iterations; implicit's own bar (with its training metrics) replaces it only while
+        the ``implicit`` logger is enabled for INFO, i.e. when the application asked for
+        third-party output (``recsys -v``), as its other messages are (#14).
         """
         cfg = self.config
         assert isinstance(cfg, FactorConfig)
@@ -335,7 +339,11 @@ class FactorModel(HistoryFoldIn):
         backend = "gpu" if device == "cuda" else "cpu"
         module = importlib.import_module(f"implicit.{backend}.{module_name}")
         model: Any = getattr(module, class_name)(**params)
-        model.fit(user_items, show_progress=show_progress)
+        verbose = show_progress and logging.getLogger("implicit").isEnabledFor(logging.INFO)
+        with tqdm(
+            total=int(model.iterations), desc=self.name, disable=not show_progress or verbose
+        ) as bar:
+            model.fit(user_items, show_progress=verbose, callback=lambda *_: bar.update())
         if device == "cuda":
             model = model.to_cpu()
         return model.user_factors, model.item_factors

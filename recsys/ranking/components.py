@@ -6,7 +6,8 @@ model what its ``fit`` asks for beyond the training data: ``documents`` (the fea
 store's item documents, for content models such as Doc2Vec) and ``features`` (the feature
 store itself, for models that read attributes or behaviour sequences, such as DeepFM and
 DIN). Rating-only components are left out, with a warning, when the data has no ratings
-and the caller allows it.
+and the caller allows it; so are components whose training fails, when the caller asks for
+that (the default pipeline does: one component must not take the whole pipeline down, #14).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def fit_components(
     store: Any | None = None,
     show_progress: bool = True,
     skip_unrated: bool = True,
+    skip_failed: bool = False,
 ) -> tuple[dict[str, Any], dict[str, float], dict[str, str]]:
     """Build and fit components in order.
 
@@ -77,6 +79,10 @@ def fit_components(
     skip_unrated
         Leave rating-only components out (with a warning) when ``data`` has no ratings;
         otherwise their ``fit`` raises.
+    skip_failed
+        Leave a component out (with a warning, and the error as the reason) when its
+        ``fit`` raises; otherwise the error propagates. For components the user did not
+        name: a component named explicitly fails loudly.
 
     Returns
     -------
@@ -105,9 +111,23 @@ def fit_components(
             kwargs["features"] = store
         logger.info("training component=%s n_interactions=%d", name, data.n_interactions)
         t0 = time.perf_counter()
-        fitted[name] = model.fit(data, show_progress=show_progress, **kwargs)
+        try:
+            fitted[name] = model.fit(data, show_progress=show_progress, **kwargs)
+        except Exception as exc:  # any failure: the component is optional here (#14)
+            if not skip_failed:
+                raise
+            reason = f"training failed: {_first_line(exc)}"
+            logger.warning("skipping component=%s: %s", name, reason)
+            skipped[name] = reason
+            continue
         seconds[name] = time.perf_counter() - t0
     return fitted, seconds, skipped
+
+
+def _first_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` of an exception, for a log line or a manifest."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def training_frame(data: TrainingData) -> pd.DataFrame:

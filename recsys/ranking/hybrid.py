@@ -373,6 +373,7 @@ class HybridRecommender:
         show_progress: bool = True,
         features: Any | None = None,
         skip_unrated: bool = True,
+        skip_failed: bool = False,
     ) -> Self:
         """Fit components, retrieval and the ranker with the scheme of the module docstring.
 
@@ -386,6 +387,10 @@ class HybridRecommender:
             The feature store of ``data`` (built here when not given).
         skip_unrated
             Leave rating-only components (``svdpp``) out when ``data`` has no ratings.
+        skip_failed
+            Leave out a component whose training fails (see
+            :func:`~recsys.ranking.components.fit_components`); the reasons are in
+            ``skipped_``.
         """
         from recsys.features import FeatureStore
 
@@ -420,16 +425,17 @@ class HybridRecommender:
         )
 
         def fit_stage(
-            part: TrainingData, store: Any
+            part: TrainingData, store: Any, names: list[str]
         ) -> tuple[dict[str, Any], dict[str, float], dict[str, str], CandidateGenerator]:
             """The components and the retrieval structures fitted on ``part``."""
             comps, seconds, skipped = fit_components(
-                self.component_names,
+                names,
                 part,
                 cfg,
                 store=store,
                 show_progress=show_progress,
                 skip_unrated=skip_unrated,
+                skip_failed=skip_failed,
             )
             gen = CandidateGenerator.fit(
                 comps,
@@ -440,7 +446,9 @@ class HybridRecommender:
             )
             return comps, seconds, skipped, gen
 
-        comps_early, sec_early, skipped, gen_early = fit_stage(early, store_early)
+        comps_early, sec_early, skipped, gen_early = fit_stage(
+            early, store_early, self.component_names
+        )
         timings["early_components"] = time.perf_counter() - t0
         # 3: training rows from the candidates retrieval produces
         t0 = time.perf_counter()
@@ -480,7 +488,22 @@ class HybridRecommender:
         del rows
         # 5: refit everything on all training data for serving
         t0 = time.perf_counter()
-        comps_full, sec_full, _, gen_full = fit_stage(data, store_full)
+        kept = [n for n in self.component_names if n not in skipped]
+        comps_full, sec_full, more, gen_full = fit_stage(data, store_full, kept)
+        if more:
+            # Trained on the early part, failed on all the data: the learner's features
+            # would not match the components, so fit again without those.
+            logger.warning("refitting hybrid without components=%s", ",".join(more))
+            self.component_names = [n for n in self.component_names if n not in more]
+            self.fit(
+                data,
+                show_progress=show_progress,
+                features=store_full,
+                skip_unrated=skip_unrated,
+                skip_failed=skip_failed,
+            )
+            self.skipped_ = {**skipped, **more, **self.skipped_}
+            return self
         timings["full_components"] = time.perf_counter() - t0
         builder = self._builder(comps_full, gen_full, store_full, data.user_map, data.item_map)
         check_feature_schema(builder_early.names, builder.names, "HybridRecommender.fit")

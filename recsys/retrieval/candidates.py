@@ -381,6 +381,8 @@ class CandidateSet:
         chosen = order[keep]
         out_pos = np.full((self.n_rows, k), -1, np.int64)
         out_pos[rows[chosen], within[keep]] = chosen
+        if self.nnz == 0:  # no row has a candidate (every user saw every item): padding only
+            return out_pos.copy(), np.full(out_pos.shape, np.nan, np.float32), out_pos
         valid = out_pos >= 0
         out_items = np.where(valid, self.items[np.maximum(out_pos, 0)], -1)
         out_scores = np.where(valid, given[np.maximum(out_pos, 0)], np.nan).astype(np.float32)

@@ -10,7 +10,7 @@ __all__ = ["run_cli"]
 
 
 def run_cli(
-    *args: str | Path, ok: bool = True, timeout: float = 600
+    *args: str | Path, ok: bool = True, timeout: float = 600, quiet: bool = True
 ) -> subprocess.CompletedProcess[str]:
     """``python -m recsys.cli -q ARGS`` with captured text output.
 
@@ -22,9 +22,12 @@ def run_cli(
         Assert that the command exits 0 (its stderr is the assertion message).
     timeout
         Seconds before the subprocess is killed (``subprocess.TimeoutExpired``).
+    quiet
+        Pass ``-q``; ``False`` runs at default verbosity (or pass ``-v`` in ``args``).
     """
+    flags = ["-q"] if quiet else []
     proc = subprocess.run(
-        [sys.executable, "-m", "recsys.cli", "-q", *map(str, args)],
+        [sys.executable, "-m", "recsys.cli", *flags, *map(str, args)],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -8,6 +8,7 @@ the noise-free variant every rating is 4 or 5 and nothing separates the blocks.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -21,7 +22,7 @@ from numpy.typing import NDArray
 from recsys.errors import ArtifactError, ConfigError, DataError, NotFittedError
 from recsys.models import MODEL_REGISTRY, SVDPlusPlus, SVDPlusPlusConfig, get_model_class
 from recsys.models._torch import resolve_device, seeded_generator
-from recsys.models.svdpp import _ImplicitLists, _Params
+from recsys.models.svdpp import _STEP_BOUND, _ImplicitLists, _Params
 from recsys.protocols import EmbeddingModel, FoldIn, Recommender
 from recsys.testing import RecommenderContract, block_dataset
 from recsys.types import TrainingData
@@ -42,6 +43,7 @@ CONTRACT_PARAMS: dict[str, Any] = {
 
 
 class TestSVDPlusPlusContract(RecommenderContract):
+    exact_scores = True  # one routine computes every score (#14)
     min_block_precision = 0.9  # measured 0.95
     # Fold-in from the item list alone drops p_u (and b_u), which the fitted model has;
     # measured 0.68 on this data. With the ratings it is 0.99, see
@@ -192,9 +194,22 @@ def test_validation_with_other_vocabulary_is_refused(rated: tuple[TrainingData, 
         SVDPlusPlus(device="cpu", epochs=1).fit(train, validation=other, show_progress=False)
 
 
-def test_divergence_raises_a_config_error(rated: tuple[TrainingData, ...]) -> None:
-    train, _ = rated
+def test_a_huge_learning_rate_stays_finite(rated: tuple[TrainingData, ...]) -> None:
+    # Bounded per-row steps (#14): even a step 2,500 times the default cannot blow up.
+    train, test = rated
     model = SVDPlusPlus(device="cpu", learning_rate=50.0, learning_rate_decay=1.0, epochs=20)
+    model.fit(train, show_progress=False)
+    assert all(math.isfinite(h["loss"]) for h in model.history_)
+    assert np.isfinite(model.score(test.user_idx, test.item_idx)).all()
+
+
+def test_divergence_raises_a_config_error(
+    rated: tuple[TrainingData, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The guard behind the bounded steps: a non-finite loss ends the fit with a clear error.
+    train, _ = rated
+    monkeypatch.setattr(SVDPlusPlus, "_train_epoch", lambda *args, **kwargs: math.inf)
+    model = SVDPlusPlus(device="cpu", epochs=20)
     with pytest.raises(ConfigError, match=r"diverged.*lower learning_rate"):
         model.fit(train, show_progress=False)
     with pytest.raises(NotFittedError):  # no half-trained parameters are left behind
@@ -249,9 +264,10 @@ def _autograd_step(
 
 def test_full_batch_step_is_the_svdpp_gradient(rng: np.random.Generator) -> None:
     # With reg = 0 one full-batch step must be exactly gradient descent on 0.5 * SSE of
-    # eq. (15), implicit term included.
+    # eq. (15), implicit term included, as long as the step bound (#14) does not bind:
+    # _STEP_BOUND * lr * (a user's or item's number of ratings, at most 9 here) <= 1.
     model, data, params, lists, residual = _kernel_fixture(rng, reg=0.0)
-    expected = _autograd_step(data, params, residual, reg=0.0, lr=0.05)
+    expected = _autograd_step(data, params, residual, reg=0.0, lr=0.02)
     n = data.n_interactions
     weights = torch.ones(data.n_items, 1)
     sse = model._train_epoch(
@@ -262,7 +278,7 @@ def test_full_batch_step_is_the_svdpp_gradient(rng: np.random.Generator) -> None
         residual,
         weights,
         torch.arange(n),
-        0.05,
+        0.02,
     )
     assert sse > 0
     for name, got, want in zip(
@@ -334,6 +350,49 @@ def test_zero_init_reduces_to_full_batch_descent_on_biases(rng: np.random.Genera
     np.testing.assert_allclose(
         [h["learning_rate"] for h in model.history_], lr * decay ** np.arange(epochs)
     )
+
+
+def test_a_popular_items_bias_takes_a_bounded_step() -> None:
+    # #14: 600 ratings of one item in one batch sum to a step of lr * 600 = 12 times the
+    # mean error in plain minibatch SGD; the bound makes it 1 / _STEP_BOUND of it.
+    frame = pd.DataFrame({"user_id": np.arange(600), "item_id": 0, "rating": 1.0})
+    data = TrainingData.from_frame(frame)
+    model = SVDPlusPlus(batch_size=10_000, reg=0.0, embedding_dim=2, device="cpu")
+    zeros = [torch.zeros(600), torch.zeros(1), torch.zeros(600, 2), torch.zeros(1, 2)]
+    params = _Params(*zeros, torch.zeros(1, 2))
+    model._train_epoch(
+        params,
+        _ImplicitLists(data.user_items, torch.device("cpu")),
+        torch.from_numpy(data.user_idx),
+        torch.from_numpy(data.item_idx),
+        torch.ones(600),  # every rating 1 above the mean the model predicts
+        torch.ones(1, 1),
+        torch.arange(600),
+        0.02,
+    )
+    torch.testing.assert_close(params.item_bias, torch.tensor([1 / _STEP_BOUND]))
+    torch.testing.assert_close(params.user_bias, torch.full((600,), 0.02))  # one rating each
+
+
+def review_log(rng: np.random.Generator, n_users: int = 3000, n_items: int = 6) -> TrainingData:
+    """One rating per user, Zipf-popular items, most ratings 5 (a product-review log)."""
+    popularity = 1.0 / np.arange(1, n_items + 1) ** 1.5
+    items = rng.choice(n_items, n_users, p=popularity / popularity.sum())
+    stars = rng.choice([1.0, 2.0, 3.0, 4.0, 5.0], n_users, p=[0.08, 0.04, 0.06, 0.17, 0.65])
+    frame = pd.DataFrame({"user_id": np.arange(n_users), "item_id": items, "rating": stars})
+    return TrainingData.from_frame(frame)
+
+
+def test_one_rating_per_user_skewed_log_stays_finite(rng: np.random.Generator) -> None:
+    # #14: on such a log the default SVD++ diverged within a few epochs (one item holds
+    # more than half of every batch). Now it trains and fits no worse than the mean.
+    data = review_log(rng)
+    assert data.rating is not None
+    model = SVDPlusPlus(device="cpu", seed=0).fit(data, show_progress=False)
+    losses = [h["loss"] for h in model.history_]
+    assert len(losses) == SVDPlusPlusConfig().epochs and all(map(math.isfinite, losses))
+    assert np.isfinite(model.score(data.user_idx, data.item_idx)).all()
+    assert model.history_[-1]["train_rmse"] <= float(np.std(data.rating))
 
 
 # ---------------------------------------------------------------------- predictions
