@@ -1,8 +1,9 @@
 # recsys: one image for the API (default command) and every other CLI command.
 #
 #   docker build -t recsys .
-#   docker run --rm -p 8000:8000 -v "$PWD/build/demo/artifact:/artifact:ro" -v recsys-state:/state recsys
-#   docker run --rm -v "$PWD/build/demo/artifact:/artifact:ro" -v "$PWD/out:/output" recsys \
+#   docker run --rm -p 127.0.0.1:8000:8000 -v "$PWD/build/demo/artifact:/artifact:ro" \
+#       -v recsys-state:/state recsys
+#   docker run --rm -v "$PWD/build/demo/artifact:/artifact:ro" -v recsys-out:/output recsys \
 #       recommend --artifact /artifact --all-users --k 10 --out /output/recommendations.parquet
 #
 # Build args:
