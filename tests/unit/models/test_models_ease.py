@@ -17,6 +17,7 @@ from recsys.types import TrainingData
 
 class TestEASEContract(RecommenderContract):
     exact_scores = True  # one routine computes every score (#14)
+
     def make_model(self) -> Recommender:
         return EASE(reg=10.0)
 

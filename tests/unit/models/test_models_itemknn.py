@@ -40,6 +40,7 @@ NORM_PRODUCT = np.outer([R3, R2, R2, 1.0], [R3, R2, R2, 1.0])
 
 class TestItemKNNContract(RecommenderContract):
     exact_scores = True  # one routine computes every score (#14)
+
     def make_model(self) -> Recommender:
         return ItemKNN(n_neighbors=10, seed=0)
 

@@ -26,12 +26,14 @@ from recsys.types import TrainingData
 
 class TestItemKNNTFIDFContract(RecommenderContract):
     exact_scores = True  # one routine computes every score (#14)
+
     def make_model(self) -> Recommender:
         return ItemKNN(n_neighbors=10, similarity="tfidf")
 
 
 class TestItemKNNBM25Contract(RecommenderContract):
     exact_scores = True  # one routine computes every score (#14)
+
     def make_model(self) -> Recommender:
         return ItemKNN(n_neighbors=10, similarity="bm25", bm25_k1=1.5, bm25_b=0.5)
 
