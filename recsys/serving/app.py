@@ -25,7 +25,9 @@ Online recommendations from one recsys artifact.
 **Ids are opaque strings** in paths and JSON (JSON bodies may also use integers). They are
 matched to the artifact's vocabulary type: with integer ids (MovieLens), `"196"` means user
 196 and responses carry ids as JSON numbers; with string ids, `"007"` stays `"007"`.
-Unknown users get `strategy: "cold_start"`, never an error. Malformed requests get a 4xx
+`strategy` says what answered: `personalized` (a user of the training data), `fold_in` (an
+unknown user's events or `recent_items` folded in), `cold_start` (no usable history: the
+popularity list); an unknown user is never an error. Malformed requests get a 4xx
 answer `{"detail": ..., "request_id": ...}`.
 """
 

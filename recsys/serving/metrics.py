@@ -143,7 +143,7 @@ class Metrics:
                 "counter",
                 "Recommendation lists answered, by strategy.",
             )
-            for strategy in sorted({"personalized", "cold_start", *self._strategies}):
+            for strategy in sorted({"personalized", "fold_in", "cold_start", *self._strategies}):
                 lab = _labels(strategy=strategy)
                 out.append(f"recsys_recommendations_total{lab} {self._strategies[strategy]}")
             total = sum(self._strategies.values())

@@ -113,9 +113,10 @@ class RecommendedItem(BaseModel):
 class RecommendResponse(BaseModel):
     """Recommendations for one user.
 
-    ``strategy`` is ``"personalized"`` for users of the training data (with any fresh events
-    folded in) and ``"cold_start"`` for unknown users (popularity, or a fold-in of their
-    events and ``recent_items``; ``sources`` tells which).
+    ``strategy`` says what answered: ``"personalized"`` for users of the training data (with
+    any fresh events and ``recent_items`` folded in), ``"fold_in"`` for users unknown to the
+    artifact whose events or ``recent_items`` hold at least one known item (a fold-in of
+    that history), ``"cold_start"`` for users with no usable history (the popularity list).
     """
 
     user_id: IdOut

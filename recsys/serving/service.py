@@ -54,8 +54,10 @@ logger = logging.getLogger(__name__)
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
-PERSONALIZED = "personalized"
-COLD_START = "cold_start"
+#: ``strategy`` of an answer: what answered it (documented in the README's HTTP section).
+PERSONALIZED = "personalized"  # a user of the training data (fresh events folded in)
+FOLD_IN = "fold_in"  # a user unknown to the artifact, from their events / recent_items
+COLD_START = "cold_start"  # no usable history at all: the popularity list
 SIMILAR = "similar"
 
 
@@ -307,6 +309,13 @@ def _freeze_heap(reason: str) -> None:
     )
 
 
+def _any_known(items: IdCodec, fresh: list[Any], recent: list[Any] | None) -> bool:
+    """Whether any of the online events' or ``recent_items``' items is in the vocabulary."""
+    if any(items.index(v) >= 0 for v in fresh):
+        return True
+    return recent is not None and bool((items.indices(recent) >= 0).any())
+
+
 def _split_sources(source: str) -> list[str]:
     return [s for s in source.replace(",", "|").split("|") if s]
 
@@ -323,6 +332,7 @@ class _Plan:
     blocked: NDArray[np.bool_] | None
     k_fetch: int
     fast: bool  # no fold-in needed: the model's own list for the user (or popularity)
+    strategy: str  # what answers: PERSONALIZED, FOLD_IN or COLD_START
 
     @property
     def cacheable(self) -> bool:
@@ -723,6 +733,13 @@ class RecommendService:
                 f"model {req.model!r} is not in this artifact; it has: "
                 f"{', '.join(m.pipeline.components)}"
             )
+        fast = not fresh and not req.recent_items
+        if uidx >= 0:
+            strategy = PERSONALIZED
+        elif fast or not _any_known(m.items, fresh, req.recent_items):
+            strategy = COLD_START  # nothing to fold in: the popularity list answers
+        else:
+            strategy = FOLD_IN
         return _Plan(
             model=m,
             req=req,
@@ -731,7 +748,8 @@ class RecommendService:
             fresh=fresh,
             blocked=blocked,
             k_fetch=k_fetch,
-            fast=not fresh and not req.recent_items,
+            fast=fast,
+            strategy=strategy,
         )
 
     def _finish(
@@ -753,7 +771,7 @@ class RecommendService:
                 zip(idx.tolist(), scores.tolist(), sources.tolist(), strict=True), start=1
             )
         ]
-        strategy = PERSONALIZED if plan.uidx >= 0 else COLD_START
+        strategy = plan.strategy
         self.metrics.count_recommendation(strategy)
         return {
             "user_id": plan.user,

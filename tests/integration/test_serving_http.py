@@ -119,7 +119,7 @@ def test_cold_start(http: httpx.Client, pipeline: Pipeline) -> None:
     folded = http.post(
         "/recommend", json={"user_id": "not-a-user", "k": 5, "recent_items": recent}
     ).json()
-    assert folded["strategy"] == "cold_start"
+    assert folded["strategy"] == "fold_in"  # a history, so not cold (issue 15)
     oracle_ids, _, oracle_sources = pipeline.recommend_for_history_lists([recent], k=5)
     assert ids(folded) == oracle_ids[0].tolist()
     assert [it["sources"] for it in folded["items"]] == [s.split("|") for s in oracle_sources[0]]
@@ -169,7 +169,7 @@ def test_event_then_restart_replays_the_log(ml100k: Path, tmp_path: Path) -> Non
             history = c.get("/users/22/history").json()
             assert history["items"][0] == {**history["items"][0], "item_id": top, "source": "event"}
             newcomer = c.get("/recommend/newcomer?k=5").json()
-            assert newcomer["strategy"] == "cold_start"
+            assert newcomer["strategy"] == "fold_in"
             # folded in from the log: the hybrid's sources, not the popularity list
             assert newcomer["items"][0]["sources"] != ["popular"]
     assert "events=2" in second.log()

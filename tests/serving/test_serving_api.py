@@ -69,12 +69,12 @@ def test_unknown_user_gets_popularity(client: TestClient, tiny_pipeline: Pipelin
     assert item_ids(body) == expected["item_id"].tolist()
 
 
-def test_cold_start_folds_in_recent_items(client: TestClient, tiny_pipeline: Pipeline) -> None:
+def test_unknown_user_folds_in_recent_items(client: TestClient, tiny_pipeline: Pipeline) -> None:
     recent = ["i00", "i01", "i02"]
     body = client.post(
         "/recommend", json={"user_id": "brand-new", "k": 5, "recent_items": recent}
     ).json()
-    assert body["strategy"] == "cold_start"
+    assert body["strategy"] == "fold_in"  # a history: not cold (issue 15)
     assert not set(item_ids(body)) & set(recent)
     ids, _, sources = tiny_pipeline.recommend_for_history_lists([recent], 5)
     assert item_ids(body) == [x for x in ids[0].tolist() if x is not None]
@@ -254,11 +254,31 @@ def test_events_reach_the_feature_store_online_view(client: TestClient) -> None:
     assert int(store.online_user_features(["walk-in"])["user_count"][0]) == 1
 
 
+def test_strategy_says_what_answered(client: TestClient) -> None:
+    """personalized / fold_in / cold_start, by the history the request brings (issue 15)."""
+
+    def strategy(body: dict[str, object]) -> object:
+        return client.post("/recommend", json={"k": 3, **body}).json()["strategy"]
+
+    assert strategy({"user_id": "u01"}) == "personalized"
+    assert strategy({"user_id": "u01", "recent_items": ["i05"]}) == "personalized"
+    assert strategy({"user_id": "nobody", "recent_items": ["i05"]}) == "fold_in"
+    # only unknown items: nothing to fold in, the popularity list answers
+    body = client.post(
+        "/recommend", json={"user_id": "nobody", "k": 3, "recent_items": ["no-such-item"]}
+    ).json()
+    assert body["strategy"] == "cold_start"
+    assert {s for it in body["items"] for s in it["sources"]} == {"popular"}
+    assert strategy({"user_id": "nobody"}) == "cold_start"
+    text = client.get("/metrics").text
+    assert 'recsys_recommendations_total{strategy="fold_in"} 1' in text
+
+
 def test_unknown_user_events_give_a_fold_in(client: TestClient, tiny_pipeline: Pipeline) -> None:
     for item in ("i03", "i04"):
         client.post("/events", json={"user_id": "fresh-user", "item_id": item})
     body = client.get("/recommend/fresh-user?k=5").json()
-    assert body["strategy"] == "cold_start"
+    assert body["strategy"] == "fold_in"  # events are a history: not cold (issue 15)
     ids, _, sources = tiny_pipeline.recommend_for_history_lists([["i03", "i04"]], 5)
     assert item_ids(body) == [x for x in ids[0].tolist() if x is not None]
     assert [it["sources"] for it in body["items"]] == [s.split("|") for s in sources[0]]
