@@ -38,11 +38,6 @@ __all__ = ["canonical_dot", "canonical_pairs", "rescore_topk", "rounding_bound"]
 _UNIT = 2.0**-24  # float32 unit round-off
 
 
-def _widen_t(x: NDArray[np.floating]) -> NDArray[np.float64]:
-    """``x.T`` as a C-contiguous float64 array: one contiguous row per dimension."""
-    return np.ascontiguousarray(np.asarray(x, np.float32).T, dtype=np.float64)
-
-
 def canonical_pairs(
     queries: NDArray[np.floating], items: NDArray[np.floating]
 ) -> NDArray[np.float32]:
@@ -59,11 +54,26 @@ def canonical_pairs(
         The float64 sum over the dimension in index order, rounded once to float32: the
         same bits for a pair whatever other pairs are in the call, on any CPU.
     """
-    q, v = _widen_t(queries), _widen_t(items)
-    acc = np.zeros(q.shape[1], np.float64)
-    for d in range(q.shape[0]):
-        acc += q[d] * v[d]
-    return acc.astype(np.float32)
+    q = np.asarray(np.asarray(queries, np.float32), np.float64)
+    v = np.asarray(np.asarray(items, np.float32), np.float64)
+    if q.shape[0] == 0:
+        return np.zeros(0, np.float32)
+    return _ordered_sum(q * v).astype(np.float32)
+
+
+#: Pairs up to which :func:`canonical_dot` forms every product at once; larger blocks loop
+#: over the dimension (same order, same bits; the gather of every product costs more there).
+_SMALL_BLOCK = 512
+
+
+def _ordered_sum(products: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Sum over the last axis in index order, one IEEE addition at a time.
+
+    ``np.add.accumulate`` is a running sum (``out[d] = out[d-1] + x[d]``), never pairwise or
+    reassociated, so the last entry is exactly ``((x0 + x1) + x2) + ...``: the canonical
+    order, in one call instead of a Python loop over the dimension.
+    """
+    return np.add.accumulate(products, axis=-1)[..., -1]
 
 
 def canonical_dot(
@@ -88,16 +98,19 @@ def canonical_dot(
     valid = cols >= 0
     if n == 0 or c == 0 or not valid.any():
         return np.full((n, c), np.nan, np.float32)
-    # the items the rows ask for, one contiguous float64 row per dimension: the gathers
-    # of the loop below then read a small table instead of transposing every pair
+    # the items the rows ask for, widened once: the gathers below read a small table
     used, local = np.unique(np.where(valid, cols, cols[valid][0]), return_inverse=True)
     local = local.reshape(n, c)
-    table = _widen_t(np.asarray(items, np.float32)[used])
-    q = _widen_t(queries)
-    acc = np.zeros((n, c), np.float64)
-    for d in range(q.shape[0]):  # the same order for every pair: the canonical sum
-        acc += q[d][:, None] * table[d][local]
-    out = acc.astype(np.float32)
+    table = np.asarray(np.asarray(items, np.float32)[used], np.float64)
+    q = np.asarray(np.asarray(queries, np.float32), np.float64)
+    if n * c <= _SMALL_BLOCK:  # one request's candidates: every product at once
+        out = _ordered_sum(q[:, None, :] * table[local]).astype(np.float32)
+    else:  # a loop over the dimension: (n, c) arrays, no (n, c, dim) gather
+        table_t, q_t = np.ascontiguousarray(table.T), np.ascontiguousarray(q.T)
+        acc = np.zeros((n, c), np.float64)
+        for d in range(q_t.shape[0]):  # the same order for every pair: the canonical sum
+            acc += q_t[d][:, None] * table_t[d][local]
+        out = acc.astype(np.float32)
     out[~valid] = np.nan
     return out
 

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import importlib
 import logging
+import threading
 import time
 from abc import abstractmethod
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
@@ -50,6 +52,9 @@ _FOLD_IN_SCORES = 1 << 23  # user x item scores per chunk of the BPR fold-in (32
 # Catalogues from this size up rank by the norm-pruned top-k (recsys.models._ip_topk);
 # below it one dense block per user costs about as little.
 _PRUNE_MIN_ITEMS = 4096
+_FOLD_IN_MEMO_ROWS = 64  # largest block of histories whose fold-in vectors are remembered
+_FOLD_IN_MEMO_SIZE = 32  # blocks remembered per model
+_FOLD_IN_MEMO_LOCK = threading.Lock()
 _PRUNE_BLOCK_BYTES = 8 * 1024 * 1024  # first-stage scores per block of the pruned top-k
 
 
@@ -162,7 +167,7 @@ class FactorModel(HistoryFoldIn):
             If ``histories`` does not have ``n_items`` columns.
         """
         check_is_fitted(self)
-        return self._fold_in(self._binary_histories(histories))
+        return self._folded(self._binary_histories(histories))
 
     # ------------------------------------------------------------------ ranking
     def recommend(
@@ -210,7 +215,7 @@ class FactorModel(HistoryFoldIn):
         h = self._binary_histories(histories) if order is not None else histories
         if order is None or h.shape[0] == 0:
             return super().recommend_for_history(histories, k, exclude_seen=exclude_seen)
-        vectors = self._fold_in(h)
+        vectors = self._folded(h)
         return self._pruned_topk(
             order,
             np.diff(h.indptr) > 0,
@@ -355,6 +360,37 @@ class FactorModel(HistoryFoldIn):
     def _fold_in(self, histories: sp.csr_matrix) -> NDArray[np.float32]:
         """``(n, dim) float32`` user vectors for binary, sorted history rows."""
 
+    def _folded(self, histories: sp.csr_matrix) -> NDArray[np.float32]:
+        """:meth:`_fold_in`, remembered for the last few small blocks of histories.
+
+        One request folds the same history in several times (the retrieval source, then
+        the ranker's component score); the vectors are a deterministic function of the
+        history and the item factors, so a remembered answer is the same bits. Only small
+        blocks (a request's, a micro-batch's) are kept, keyed by their exact content.
+        """
+        if histories.shape[0] > _FOLD_IN_MEMO_ROWS:
+            return self._fold_in(histories)
+        key = (
+            id(self.item_factors_),
+            histories.shape,
+            histories.indptr.tobytes(),
+            np.asarray(histories.indices, np.int64).tobytes(),
+        )
+        memo: OrderedDict[Any, NDArray[np.float32]] = self.__dict__.setdefault(
+            "_fold_in_memo", OrderedDict()
+        )
+        with _FOLD_IN_MEMO_LOCK:
+            hit = memo.get(key)
+            if hit is not None:
+                memo.move_to_end(key)
+                return hit.copy()
+        vectors = self._fold_in(histories)
+        with _FOLD_IN_MEMO_LOCK:
+            memo[key] = vectors.copy()
+            while len(memo) > _FOLD_IN_MEMO_SIZE:
+                memo.popitem(last=False)
+        return vectors
+
     def _score_users(self, user_idx: NDArray[np.int64]) -> NDArray[np.float32]:
         assert self.user_factors_ is not None and self.item_factors_ is not None
         assert self.user_items_ is not None and self.item_popularity_ is not None
@@ -379,7 +415,7 @@ class FactorModel(HistoryFoldIn):
         return out
 
     def _score_history(self, histories: sp.csr_matrix) -> NDArray[np.float32]:
-        return self._score_queries(self._fold_in(self._binary_histories(histories)))
+        return self._score_queries(self._folded(self._binary_histories(histories)))
 
     # canonical scores (recsys.models._exact): the query of a user is its factor row
     def _user_queries(
@@ -394,7 +430,7 @@ class FactorModel(HistoryFoldIn):
         return self._vectors_and_norm(self.item_factors_)
 
     def _history_queries(self, histories: sp.csr_matrix) -> NDArray[np.float32]:
-        return self._fold_in(self._binary_histories(histories))
+        return self._folded(self._binary_histories(histories))
 
 
 # ============================================================================ BPR

@@ -212,22 +212,9 @@ class FeatureBuilder:
             fold_rows = np.flatnonzero(q.fold_in & ~q.cold)
             depth = min(self.fold_in_depth, q.n_items)
             top_i, top_s = model.recommend_for_history(q.history[fold_rows], depth)
-            valid = top_i >= 0
             local = np.full(q.n_rows, -1, np.int64)
             local[fold_rows] = np.arange(len(fold_rows))
-            r = np.repeat(np.arange(len(fold_rows)), valid.sum(axis=1))
-            lookup = sp.csr_matrix(
-                (top_s[valid].astype(np.float64), (r, top_i[valid])),
-                shape=(len(fold_rows), q.n_items),
-            )
-            lookup.sum_duplicates()
-            present = sp.csr_matrix(
-                (np.ones(len(r)), (r, top_i[valid])), shape=(len(fold_rows), q.n_items)
-            )
-            lr, li = local[rows[fold]], items[fold]
-            hit = np.asarray(present[lr, li]).ravel() > 0
-            vals = np.asarray(lookup[lr, li]).ravel()
-            out[np.flatnonzero(fold)[hit]] = vals[hit]
+            out[fold] = _lookup_scores(top_i, top_s, local[rows[fold]], items[fold], q.n_items)
         return out
 
     def _store_features(
@@ -355,6 +342,34 @@ class FeatureBuilder:
         sims = np.einsum("nd,nd->n", profile[rows], v[items].astype(np.float64))
         sims[(norms[:, 0] == 0)[rows]] = np.nan
         return sims
+
+
+def _lookup_scores(
+    top_items: NDArray[np.int64],
+    top_scores: NDArray[np.floating],
+    rows: NDArray[np.int64],
+    items: NDArray[np.int64],
+    n_items: int,
+) -> NDArray[np.float64]:
+    """``top_scores[r, j]`` where ``top_items[r, j] == item`` for each ``(row, item)`` pair,
+    NaN where the item is not in the row's list (``-1`` pads the lists).
+
+    A dense ``(rows, n_items)`` table per block of rows: a few scatters and one gather,
+    instead of sparse matrices built and indexed per call.
+    """
+    out = np.full(len(rows), np.nan, np.float64)
+    n = top_items.shape[0]
+    step = max(1, (1 << 21) // max(1, n_items))  # at most 16 MiB of table at once
+    for lo in range(0, n, step):
+        hi = min(n, lo + step)
+        block_items = top_items[lo:hi]
+        table = np.full((hi - lo, n_items), np.nan, np.float64)
+        valid = block_items >= 0
+        r = np.repeat(np.arange(hi - lo), valid.sum(axis=1))
+        table[r, block_items[valid]] = top_scores[lo:hi][valid].astype(np.float64)
+        sel = (rows >= lo) & (rows < hi)
+        out[sel] = table[rows[sel] - lo, items[sel]]
+    return out
 
 
 def _scalar_columns(frame: Any) -> list[str]:
