@@ -1,8 +1,10 @@
 """The pipeline: fit every configured component on one training set, recommend, save/load.
 
 One artifact, trained once, serves the batch job, the online API and offline evaluation;
-all three call :meth:`Pipeline.recommend` (or its index form
-:meth:`Pipeline.recommend_indices`).
+all three go through one recommend path, :meth:`Pipeline.recommend_block` (a block of
+queries: known users or histories to fold in, with exclusions and filters; see
+:mod:`recsys.recommend`). ``recommend``, ``recommend_indices``, ``recommend_lists`` and
+``recommend_for_history[_lists]`` are thin wrappers over it.
 
 With ``[pipeline] hybrid = true`` (the default) the artifact is the two-stage engine:
 every configured component, the retrieval stage (FAISS indexes over the embedding models'
@@ -31,6 +33,7 @@ from recsys.artifacts import fingerprint_frame, verify_artifact, write_artifact
 from recsys.config import RecsysConfig, load_config
 from recsys.errors import ArtifactError, ConfigError, DataError
 from recsys.models import get_model_class
+from recsys.recommend import FOLD_IN, Recommendations, RecommendQueries, recommend_block
 from recsys.types import IdMap, TrainingData
 
 __all__ = ["BLEND", "HYBRID", "RECOMMENDATION_COLUMNS", "Pipeline"]
@@ -45,21 +48,68 @@ HYBRID = "hybrid"
 BLEND = "blend"
 
 
-class _BlendView:
-    """The hybrid's candidates ranked by the reciprocal-rank blend (its baseline), as a model."""
+# ---------------------------------------------------------------------------- artifact layout
+#: The pipeline's files inside an artifact directory (besides ``manifest.json``).
+PIPELINE_FILE = "pipeline.json"
 
-    name = BLEND
 
-    def __init__(self, hybrid: Any) -> None:
-        self.hybrid = hybrid
+def vocabulary_path(path: Path, entity: str) -> Path:
+    """The id vocabulary of ``entity`` (``"users"`` or ``"items"``) in an artifact."""
+    return Path(path) / "vocab" / f"{entity}.parquet"
+
+
+def read_components(path: Path) -> list[str]:
+    """The component names of an artifact, the primary first (``pipeline.json``).
+
+    Raises
+    ------
+    ArtifactError
+        If the file is missing or malformed.
+    """
+    try:
+        components = json.loads((Path(path) / PIPELINE_FILE).read_text())["components"]
+    except (OSError, KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"artifact {path}: cannot read {PIPELINE_FILE} ({exc})") from exc
+    return list(components)
+
+
+def model_version(manifest: dict[str, Any]) -> str:
+    """The model version of an artifact: its creation time and data fingerprint prefix."""
+    fp = str(manifest.get("data_fingerprint", ""))[:12]
+    return f"{manifest.get('created', 'unsaved')}:{fp}"
+
+
+def resolve_component(components: Sequence[str], name: str | None) -> str:
+    """The component that answers ``name`` (``None``: the primary; ``"blend"`` needs the
+    hybrid).
+
+    Raises
+    ------
+    ConfigError
+        If the artifact has no such component.
+    """
+    name = name or components[0]
+    if name in components or (name == BLEND and HYBRID in components):
+        return name
+    available = list(components) + ([BLEND] if HYBRID in components else [])
+    raise ConfigError(f"component {name!r} is not in this artifact; it has: {', '.join(available)}")
+
+
+class _ComponentView:
+    """One component (or ``"blend"``) of a pipeline as a model whose ``recommend`` is the
+    pipeline's one recommend path (:meth:`Pipeline.recommend_block`): what the evaluator
+    ranks with."""
+
+    def __init__(self, pipeline: Pipeline, name: str) -> None:
+        self.pipeline = pipeline
+        self.name = name
 
     def recommend(
         self, user_idx: ArrayLike, k: int = 10, *, exclude_seen: bool = True
     ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
-        items, scores, _ = self.hybrid.recommend_lists(
-            user_idx, k, exclude_seen=exclude_seen, learned=False
+        return self.pipeline.recommend_indices(
+            user_idx, k, model=self.name, exclude_seen=exclude_seen
         )
-        return items, scores
 
 
 class Pipeline:
@@ -126,8 +176,7 @@ class Pipeline:
     @property
     def version(self) -> str:
         """Model version: the artifact's creation time and data fingerprint prefix."""
-        fp = str(self.manifest.get("data_fingerprint", ""))[:12]
-        return f"{self.manifest.get('created', 'unsaved')}:{fp}"
+        return model_version(self.manifest)
 
     # ------------------------------------------------------------------ training
     @classmethod
@@ -252,15 +301,24 @@ class Pipeline:
 
     # ------------------------------------------------------------------ recommending
     def _model(self, name: str | None) -> tuple[str, Any]:
-        name = name or self.primary
-        if name == BLEND and self.hybrid is not None:
-            return BLEND, _BlendView(self.hybrid)
-        if name not in self.models:
-            available = self.components + ([BLEND] if self.hybrid is not None else [])
-            raise ConfigError(
-                f"component {name!r} is not in this artifact; it has: {', '.join(available)}"
-            )
+        name = resolve_component(self.components, name)
+        if name == BLEND:
+            return BLEND, _ComponentView(self, BLEND)
         return name, self.models[name]
+
+    def recommend_block(
+        self,
+        queries: RecommendQueries,
+        k: int = 10,
+        *,
+        model: str | None = None,
+        exclude_seen: bool = True,
+    ) -> Recommendations:
+        """The one recommend path: top-``k`` lists of a block of queries (known users, or
+        histories to fold in, with exclusions, allow sets and filters); see
+        :func:`recsys.recommend.recommend_block`. Every other recommend call of the
+        pipeline, the service, the batch job and the evaluator goes through it."""
+        return recommend_block(self, queries, k, model=model, exclude_seen=exclude_seen)
 
     def recommend_indices(
         self,
@@ -271,8 +329,10 @@ class Pipeline:
         exclude_seen: bool = True,
     ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
         """Top-``k`` item indices and scores for user indices (``-1`` = unknown user)."""
-        _, m = self._model(model)
-        return m.recommend(user_idx, k, exclude_seen=exclude_seen)
+        out = self.recommend_block(
+            RecommendQueries.for_users(user_idx), k, model=model, exclude_seen=exclude_seen
+        )
+        return out.items, out.scores
 
     def recommend_lists(
         self,
@@ -288,19 +348,10 @@ class Pipeline:
         (``"covisit|itemknn@recent"``); for one component, its name (``"popular"`` for
         unknown users); ``None`` pads.
         """
-        name, m = self._model(model)
-        if name in (HYBRID, BLEND):
-            return self.models[HYBRID].recommend_lists(  # type: ignore[no-any-return]
-                user_idx, k, exclude_seen=exclude_seen, learned=name == HYBRID
-            )
-        users = np.atleast_1d(np.asarray(user_idx, dtype=np.int64))
-        items, scores = m.recommend(users, k, exclude_seen=exclude_seen)
-        known = (users >= 0) & (users < len(self.user_map))
-        per_row = np.where(known, name, COLD_START_SOURCE).astype(object)
-        sources = np.full(items.shape, None, dtype=object)
-        valid = items >= 0
-        sources[valid] = np.broadcast_to(per_row[:, None], items.shape)[valid]
-        return items, scores, sources
+        out = self.recommend_block(
+            RecommendQueries.for_users(user_idx), k, model=model, exclude_seen=exclude_seen
+        )
+        return out.items, out.scores, out.sources
 
     def recommend(
         self,
@@ -432,34 +483,20 @@ class Pipeline:
         """A binary ``(len(histories), n_items)`` matrix of item-id lists; unknown ids skipped."""
         return self._histories(histories, ordered=False)
 
+    def _item_rows(self, histories: Sequence[Sequence[Any]]) -> list[NDArray[np.int64]]:
+        """Item-id lists as item-index arrays, unknown ids skipped."""
+        dtype = self.item_map.ids.dtype
+        out = []
+        for h in histories:
+            idx = self.item_map.to_index(np.asarray(h, dtype=dtype)) if len(h) else np.empty(0)
+            out.append(np.asarray(idx, np.int64)[np.asarray(idx) >= 0])
+        return out
+
     def _histories(self, histories: Sequence[Sequence[Any]], *, ordered: bool) -> sp.csr_matrix:
         """History rows; with ``ordered``, values are positions (1 = oldest, larger = later)."""
-        lengths = [len(h) for h in histories]
-        n_items = len(self.item_map)
-        flat = np.concatenate(
-            [np.asarray(h, dtype=self.item_map.ids.dtype) for h in histories]
-            or [np.empty(0, self.item_map.ids.dtype)]
-        )
-        cols = self.item_map.to_index(flat) if len(flat) else np.empty(0, np.int64)
-        rows = np.repeat(np.arange(len(histories)), lengths)
-        ok = cols >= 0
-        r, c = rows[ok], cols[ok]
-        if ordered:
-            pos = np.concatenate(
-                [np.arange(1, n + 1, dtype=np.int64) for n in lengths] or [np.empty(0, np.int64)]
-            )[ok]
-            # a repeated item keeps its latest position
-            order = np.lexsort((pos, c, r))
-            keys = r[order] * n_items + c[order]
-            last = order[np.append(keys[1:] != keys[:-1], True)] if len(keys) else order
-            return sp.csr_matrix(
-                (pos[last].astype(np.float32), (r[last], c[last])),
-                shape=(len(histories), n_items),
-            )
-        m = sp.csr_matrix((np.ones(len(r), np.float32), (r, c)), shape=(len(histories), n_items))
-        m.sum_duplicates()
-        m.data[:] = 1.0
-        return m
+        from recsys.recommend import _history_matrix
+
+        return _history_matrix(self._item_rows(histories), len(self.item_map), ordered=ordered)
 
     def recommend_for_history(
         self,
@@ -513,50 +550,23 @@ class Pipeline:
         model: str | None,
         exclude_items: Sequence[Sequence[Any]] | None,
     ) -> tuple[NDArray[Any], NDArray[np.float32], NDArray[Any], NDArray[Any]]:
-        """Fold-in lists: item ids, scores, per-item sources and per-row producer names."""
-        from recsys.models.base import topk
+        """Fold-in lists through :meth:`recommend_block`: item ids, scores, per-item
+        sources and per-row producer names."""
         from recsys.protocols import FoldIn
 
+        queries = RecommendQueries.for_histories(
+            self._item_rows(histories),
+            exclude=self._item_rows(exclude_items) if exclude_items else None,
+        )
+        out = self.recommend_block(queries, k, model=model)
         name, m = self._model(model)
-        if isinstance(m, _BlendView) or not isinstance(m, FoldIn):
-            if name != BLEND:
-                name, m = self._model(
-                    COLD_START_SOURCE if COLD_START_SOURCE in self.models else None
-                )
-        h = self._histories(histories, ordered=name in (HYBRID, BLEND))
-        empty = np.diff(h.indptr) == 0
-        names = np.where(empty, COLD_START_SOURCE, name).astype(object)
-        item_sources: NDArray[Any] | None = None
-        if isinstance(m, FoldIn):
-            extra = self.histories_matrix(exclude_items) if exclude_items else None
-            n_extra = 0 if extra is None else int(np.diff(extra.indptr).max(initial=0))
-            with_sources = getattr(m, "recommend_for_history_lists", None)
-            if with_sources is not None:
-                items, scores, item_sources = with_sources(h, k + n_extra, exclude_seen=True)
-            else:
-                items, scores = m.recommend_for_history(h, k + n_extra, exclude_seen=True)
-            if extra is not None and n_extra:
-                block = np.where(items >= 0, scores, -np.inf).astype(np.float32)
-                n_items = len(self.item_map)
-                rows = np.repeat(np.arange(extra.shape[0]), np.diff(extra.indptr))
-                excluded = rows * n_items + extra.indices
-                keys = np.arange(len(items))[:, None] * n_items + np.maximum(items, 0)
-                block[np.isin(keys, excluded)] = -np.inf
-                pos, scores = topk(block, k)
-                safe = np.maximum(pos, 0)
-                items = np.where(pos >= 0, np.take_along_axis(items, safe, 1), -1)
-                if item_sources is not None:
-                    item_sources = np.take_along_axis(item_sources, safe, 1)
-        else:
-            items, scores = m.recommend(np.full(len(histories), -1), k, exclude_seen=True)
-        out = np.full(items.shape, None, dtype=object)
-        valid = items >= 0
-        out[valid] = self.item_map.to_ids(items[valid])
-        if item_sources is None:
-            item_sources = np.broadcast_to(names[:, None], items.shape).copy()
-        item_sources = np.asarray(item_sources, dtype=object).copy()
-        item_sources[~valid] = None
-        return out, scores, item_sources, names
+        if name == BLEND or not isinstance(m, FoldIn):
+            name = COLD_START_SOURCE if COLD_START_SOURCE in self.models else self.primary
+        names = np.where(out.strategy == FOLD_IN, name, COLD_START_SOURCE).astype(object)
+        ids = np.full(out.items.shape, None, dtype=object)
+        valid = out.items >= 0
+        ids[valid] = self.item_map.to_ids(out.items[valid])
+        return ids, out.scores, out.sources, names
 
     def similar_items(self, item_id: Any, k: int = 10) -> pd.DataFrame:
         """Items most similar to ``item_id`` from the first component that can tell.
@@ -639,8 +649,9 @@ class Pipeline:
             names.insert(names.index(HYBRID) + 1, BLEND)
         rows = {}
         for name in names:
-            _, m = self._model(name)
-            rows[name] = evaluate_model(m, train, test, ks=tuple(ks), item_vectors=item_vectors)
+            self._model(name)  # unknown names fail here
+            view: Any = _ComponentView(self, name)  # evaluate_model calls recommend only
+            rows[name] = evaluate_model(view, train, test, ks=tuple(ks), item_vectors=item_vectors)
         return pd.DataFrame.from_dict(rows, orient="index")
 
     # ------------------------------------------------------------------ persistence
@@ -650,8 +661,8 @@ class Pipeline:
 
         def fill(tmp: Path) -> None:
             (tmp / "vocab").mkdir()
-            self.user_map.save(tmp / "vocab" / "users.parquet")
-            self.item_map.save(tmp / "vocab" / "items.parquet")
+            self.user_map.save(vocabulary_path(tmp, "users"))
+            self.item_map.save(vocabulary_path(tmp, "items"))
             if self.features is not None:
                 self.features.save(tmp / "features")
             for name, model in self.models.items():
@@ -659,7 +670,7 @@ class Pipeline:
                     model.save(tmp)  # index/ and ranker/
                 else:
                     model.save(tmp / "models" / name)
-            (tmp / "pipeline.json").write_text(
+            (tmp / PIPELINE_FILE).write_text(
                 json.dumps({"components": self.components}, indent=2) + "\n"
             )
 
@@ -692,12 +703,9 @@ class Pipeline:
         path = Path(path)
         manifest = verify_artifact(path)
         config = RecsysConfig(**manifest["config"])
-        try:
-            components = json.loads((path / "pipeline.json").read_text())["components"]
-        except (OSError, KeyError, json.JSONDecodeError) as exc:
-            raise ArtifactError(f"artifact {path}: cannot read pipeline.json ({exc})") from exc
-        user_map = IdMap.load(path / "vocab" / "users.parquet")
-        item_map = IdMap.load(path / "vocab" / "items.parquet")
+        components = read_components(path)
+        user_map = IdMap.load(vocabulary_path(path, "users"))
+        item_map = IdMap.load(vocabulary_path(path, "items"))
         models: dict[str, Any] = {
             name: get_model_class(name).load(path / "models" / name)
             for name in components

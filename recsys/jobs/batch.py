@@ -2,8 +2,8 @@
 
 The job splits the user list into chunks of ``chunk_size`` users; chunk ``i`` becomes
 part ``i`` of the output (see :mod:`recsys.jobs.output` for the layout). A chunk is
-scored by the component's own batched ``recommend`` through
-:meth:`recsys.pipeline.Pipeline.recommend_indices` — a matrix product over blocks of
+scored by the one recommend path, :meth:`recsys.pipeline.Pipeline.recommend_block` (the
+component's own batched ``recommend`` underneath) — a matrix product over blocks of
 users and a row-wise ``argpartition`` for the factor models, never a Python loop over
 users — and converted to Arrow columns without going through Python objects. So a
 user's list is exactly the one :meth:`Pipeline.recommend` gives, and memory is bounded
@@ -17,7 +17,6 @@ thread per chunk, so the pool's threads are the parallelism) and ``"dask"`` (tas
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import os
@@ -95,12 +94,6 @@ def output_schema(user_type: pa.DataType, item_type: pa.DataType) -> pa.Schema:
     )
 
 
-def artifact_version(manifest: dict[str, Any]) -> str:
-    """The model version of an artifact from its manifest, as :attr:`Pipeline.version` gives it."""
-    fp = str(manifest.get("data_fingerprint", ""))[:12]
-    return f"{manifest.get('created', 'unsaved')}:{fp}"
-
-
 # ---------------------------------------------------------------------------- artifact
 @dataclass(frozen=True)
 class ArtifactInfo:
@@ -141,19 +134,23 @@ class ArtifactInfo:
         ArtifactError
             If the artifact is missing or damaged.
         """
+        from recsys.pipeline import model_version, read_components, vocabulary_path
+
         root = Path(path).expanduser().absolute()
         manifest = verify_artifact(root)
+        components = read_components(root)
         try:
-            components = json.loads((root / "pipeline.json").read_text())["components"]
-            item_type = pq.read_schema(root / "vocab" / "items.parquet").field("id").type
+            item_type = pq.read_schema(vocabulary_path(root, "items")).field("id").type
         except (OSError, KeyError, ValueError, pa.ArrowInvalid) as exc:
-            raise ArtifactError(f"artifact {root}: cannot read its component list ({exc})") from exc
+            raise ArtifactError(
+                f"artifact {root}: cannot read its item vocabulary ({exc})"
+            ) from exc
         return cls(
             path=root,
             manifest_sha256=sha256_file(root / MANIFEST),
-            version=artifact_version(manifest),
+            version=model_version(manifest),
             components=tuple(components),
-            user_map=IdMap.load(root / "vocab" / "users.parquet"),
+            user_map=IdMap.load(vocabulary_path(root, "users")),
             item_type=item_type,
         )
 
@@ -178,12 +175,9 @@ class ArtifactInfo:
         ConfigError
             If ``model`` is not a component of the artifact.
         """
-        name = model or self.components[0]
-        if name not in self.components and not (name == "blend" and "hybrid" in self.components):
-            raise ConfigError(
-                f"component {name!r} is not in this artifact; it has: {', '.join(self.components)}"
-            )
-        return name
+        from recsys.pipeline import resolve_component
+
+        return resolve_component(self.components, model)
 
 
 @dataclass
@@ -343,19 +337,16 @@ def recommend_table(
     table, unknown_users
     """
     from recsys.pipeline import BLEND, HYBRID
+    from recsys.recommend import RecommendQueries
 
     pipe = loaded.pipeline
     idx = pipe.user_map.to_index(user_ids)
     unknown = idx < 0
     per_item = spec.model in (HYBRID, BLEND)  # the hybrid tells each item's sources
-    if per_item:
-        items, scores, sources = pipe.recommend_lists(
-            idx, spec.k, model=spec.model, exclude_seen=spec.exclude_seen
-        )
-    else:
-        items, scores = pipe.recommend_indices(
-            idx, spec.k, model=spec.model, exclude_seen=spec.exclude_seen
-        )
+    out = pipe.recommend_block(
+        RecommendQueries.for_users(idx), spec.k, model=spec.model, exclude_seen=spec.exclude_seen
+    )
+    items, scores, sources = out.items, out.scores, out.sources
     valid = items >= 0
     n, width = items.shape
     user_type = spec.schema.field("user_id").type

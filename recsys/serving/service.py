@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 
 from recsys.errors import ArtifactError, ConfigError
 from recsys.pipeline import COLD_START_SOURCE, Pipeline
+from recsys.recommend import COLD_START, PERSONALIZED, RecommendQueries
 from recsys.serving.catalog import ItemCatalog, catalog_from_pipeline
 from recsys.serving.errors import NotReadyError, ReloadBusyError
 from recsys.serving.events import EventLog, EventRecord, OnlineState
@@ -54,10 +55,6 @@ logger = logging.getLogger(__name__)
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
-#: ``strategy`` of an answer: what answered it (documented in the README's HTTP section).
-PERSONALIZED = "personalized"  # a user of the training data (fresh events folded in)
-FOLD_IN = "fold_in"  # a user unknown to the artifact, from their events / recent_items
-COLD_START = "cold_start"  # no usable history at all: the popularity list
 SIMILAR = "similar"
 
 
@@ -309,71 +306,87 @@ def _freeze_heap(reason: str) -> None:
     )
 
 
-def _any_known(items: IdCodec, fresh: list[Any], recent: list[Any] | None) -> bool:
-    """Whether any of the online events' or ``recent_items``' items is in the vocabulary."""
-    if any(items.index(v) >= 0 for v in fresh):
-        return True
-    return recent is not None and bool((items.indices(recent) >= 0).any())
-
-
 def _split_sources(source: str) -> list[str]:
     return [s for s in source.replace(",", "|").split("|") if s]
 
 
 @dataclass(frozen=True, eq=False)
+class _Row:
+    """One query of the one recommend path (:class:`recsys.recommend.RecommendQueries`)."""
+
+    uidx: int
+    history: NDArray[np.int64] | None = None  # events + recent_items to fold in; None: plain
+    exclude: NDArray[np.int64] | None = None
+    blocked: NDArray[np.bool_] | None = None  # attribute filters
+
+    @property
+    def plain(self) -> bool:
+        """A known user's (or the cold-start) list, unfiltered: what the list cache holds."""
+        return self.history is None and self.exclude is None and self.blocked is None
+
+
+#: What answered one row: its list (items, scores, sources) and its strategy.
+_Answer = tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.object_], str]
+
+
+@dataclass(frozen=True, eq=False)
 class _Plan:
-    """A resolved recommend request: what to compute and how to trim it."""
+    """A resolved recommend request: its query row and how to answer it."""
 
     model: LoadedModel
     req: RecommendRequest
     user: JsonId
-    uidx: int
-    fresh: list[Any]
-    blocked: NDArray[np.bool_] | None
-    k_fetch: int
-    fast: bool  # no fold-in needed: the model's own list for the user (or popularity)
-    strategy: str  # what answers: PERSONALIZED, FOLD_IN or COLD_START
+    row: _Row
 
     @property
     def cacheable(self) -> bool:
-        """Whether the list goes through :class:`ListCache`: plain, unfiltered lists only
-        (filters fetch up to the whole catalogue, too big to keep)."""
-        return self.fast and self.blocked is None and self.model.cache.max_size > 0
+        """Whether the list goes through :class:`ListCache`: plain, unfiltered lists only."""
+        return self.row.plain and self.model.cache.max_size > 0
 
     @property
     def cache_key(self) -> tuple[int, str | None]:
         """Key of the plain list in :class:`ListCache`."""
-        return (self.uidx, self.req.model)
+        return (self.row.uidx, self.req.model)
+
+    def cached_strategy(self) -> str:
+        """The strategy of a plain list (what :func:`recommend_block` says of it)."""
+        return PERSONALIZED if self.row.uidx >= 0 else COLD_START
 
 
-_Lists = list[_List]
+def _answer_rows(pipeline: Pipeline, model: str | None, rows: list[_Row], k: int) -> list[_Answer]:
+    """Lists of several query rows with one call of the one recommend path.
 
-
-def _fast_lists(pipeline: Pipeline, model: str | None, users: list[int], ks: list[int]) -> _Lists:
-    """Top lists of several user indices in one vectorised call, each cut to its own k.
-
-    Lists are sorted with deterministic tie-breaking, so the top ``k`` of a longer list is
-    exactly the top-``k`` list, and a user's list does not depend on the batch.
+    A row's list does not depend on the other rows of the call (lists are deterministic
+    and each row is fetched as long as its own filters need).
     """
-    items, scores, sources = pipeline.recommend_lists(
-        np.asarray(users, np.int64), max(ks), model=model
+    queries = RecommendQueries(
+        np.array([r.uidx for r in rows], np.int64),
+        history=[r.history for r in rows],
+        exclude=[r.exclude for r in rows],
+        blocked=[r.blocked for r in rows],
     )
-    return [(items[r, :k], scores[r, :k], sources[r, :k]) for r, k in enumerate(ks)]
+    out = pipeline.recommend_block(queries, k, model=model)
+    answers: list[_Answer] = []
+    for r in range(len(rows)):
+        items, scores, sources = out.row(r)
+        answers.append((items, scores, sources, str(out.strategy[r])))
+    return answers
 
 
-#: One waiter of the micro-batcher: pipeline, component, user index, k and its future.
-_Waiter = tuple[Pipeline, str | None, int, int, "asyncio.Future[_List]"]
-#: What a flush computed for one group of waiters: their positions and lists (or the error).
-_GroupResult = tuple[list[int], _Lists | BaseException]
+#: One waiter of the micro-batcher: pipeline, component, query row, k and its future.
+_Waiter = tuple[Pipeline, str | None, _Row, int, "asyncio.Future[_Answer]"]
+#: What a flush computed for one group of waiters: their positions and answers (or the error).
+_GroupResult = tuple[list[int], list[_Answer] | BaseException]
 
 
 class _MicroBatcher:
-    """Coalesces plain recommend calls into batched model calls that run off the event loop.
+    """Coalesces recommend calls (plain and fold-in) into batched calls of the one recommend
+    path that run off the event loop.
 
     The first call schedules a flush with ``call_soon``; every call made before the loop
     gets to it joins the batch. The flush hands the batch to the model executor (a worker
-    thread), which makes one vectorised model call per (pipeline, component) and at most
-    ``max_batch`` lists; the loop only awaits the result, so it keeps answering other
+    thread), which makes one :meth:`Pipeline.recommend_block` call per (pipeline, component,
+    k) and at most ``max_batch`` rows; the loop only awaits the result, so it keeps answering other
     requests (``/healthz``, ``/metrics``) meanwhile. One flush per loop is in flight at a
     time: calls made while it computes wait for it and go out together in the next one,
     so batches grow with the load.
@@ -407,11 +420,11 @@ class _MicroBatcher:
         self._busy = False  # a flush is scheduled or computing
 
     def submit(
-        self, pipeline: Pipeline, model: str | None, uidx: int, k: int
-    ) -> asyncio.Future[_List]:
-        """A future of ``(items, scores, sources)`` for one user index."""
-        future: asyncio.Future[_List] = self._loop.create_future()
-        self._pending.append((pipeline, model, uidx, k, future))
+        self, pipeline: Pipeline, model: str | None, row: _Row, k: int
+    ) -> asyncio.Future[_Answer]:
+        """A future of ``(items, scores, sources, strategy)`` for one query row."""
+        future: asyncio.Future[_Answer] = self._loop.create_future()
+        self._pending.append((pipeline, model, row, k, future))
         if not self._busy:
             self._busy = True
             self._loop.call_soon(self._flush)
@@ -433,27 +446,24 @@ class _MicroBatcher:
 
     def _compute(self, pending: list[_Waiter]) -> list[_GroupResult]:
         """The model calls of one flush (in a worker thread): one per group of at most
-        ``max_batch`` calls to the same (pipeline, component)."""
-        groups: dict[tuple[int, str | None], list[int]] = {}
-        for pos, (pipeline, model, _, _, _) in enumerate(pending):
-            groups.setdefault((id(pipeline), model), []).append(pos)
+        ``max_batch`` calls to the same (pipeline, component, k)."""
+        groups: dict[tuple[int, str | None, int], list[int]] = {}
+        for pos, (pipeline, model, _, k, _) in enumerate(pending):
+            groups.setdefault((id(pipeline), model, k), []).append(pos)
         out: list[_GroupResult] = []
-        for (_, model), members in groups.items():
+        for (_, model, k), members in groups.items():
             for lo in range(0, len(members), self._max_batch):
                 positions = members[lo : lo + self._max_batch]
                 try:
-                    lists = _fast_lists(
-                        pending[positions[0]][0],
-                        model,
-                        [pending[p][2] for p in positions],
-                        [pending[p][3] for p in positions],
+                    answers = _answer_rows(
+                        pending[positions[0]][0], model, [pending[p][2] for p in positions], k
                     )
                 except Exception as exc:  # every waiter of the group gets the error
                     out.append((positions, exc))
                     continue
                 if self._metrics is not None:
                     self._metrics.count_model_call(len(positions))
-                out.append((positions, lists))
+                out.append((positions, answers))
         return out
 
     def _computed(self, pending: list[_Waiter], done: asyncio.Future[list[_GroupResult]]) -> None:
@@ -627,75 +637,62 @@ class RecommendService:
         state = self.state
         state.online.sync()
         plan = self._plan(state, req)
-        if plan.fast:
-            cached = self._cached(plan)
-            if cached is None:
-                cached = _fast_lists(plan.model.pipeline, req.model, [plan.uidx], [plan.k_fetch])[0]
-                self.metrics.count_model_call(1)
-                self._remember(plan, cached)
-            return self._finish(plan, *cached)
-        return self._finish(plan, *self._fold_in(plan))
+        answer = self._cached(plan)
+        if answer is None:
+            answer = _answer_rows(plan.model.pipeline, req.model, [plan.row], req.k)[0]
+            self.metrics.count_model_call(1)
+            self._remember(plan, answer)
+        return self._finish(plan, answer)
 
-    def _cached(self, plan: _Plan) -> _List | None:
+    def _cached(self, plan: _Plan) -> _Answer | None:
         if not plan.cacheable:
             return None
-        hit = plan.model.cache.get(plan.cache_key, plan.k_fetch)
+        hit = plan.model.cache.get(plan.cache_key, plan.req.k)
         self.metrics.count_cache(hit is not None)
-        return hit
+        if hit is None:
+            return None
+        keep = hit[0] >= 0  # warmed lists of a catalogue shorter than k are padded
+        return (hit[0][keep], hit[1][keep], hit[2][keep], plan.cached_strategy())
 
     @staticmethod
-    def _remember(plan: _Plan, lists: _List) -> None:
+    def _remember(plan: _Plan, answer: _Answer) -> None:
         if plan.cacheable:
-            plan.model.cache.put(plan.cache_key, lists)
+            plan.model.cache.put(plan.cache_key, answer[:3])  # type: ignore[arg-type]
 
     async def recommend_async(self, req: RecommendRequest) -> dict[str, Any]:
         """As :meth:`recommend`, awaited on the event loop with the model work in the model
-        executor: plain requests (no events, no ``recent_items``) made while a batch is
-        pending share one batched model call; a fold-in is one call of its own."""
+        executor: requests (plain or fold-in) made while a batch is pending share one call
+        of the one recommend path."""
         state = self.state
         state.online.sync()
         plan = self._plan(state, req)
-        if plan.fast:
-            cached = self._cached(plan)
-            if cached is None:
-                cached = await self._batcher().submit(
-                    plan.model.pipeline, req.model, plan.uidx, plan.k_fetch
-                )
-                self._remember(plan, cached)
-            return self._finish(plan, *cached)
-        return self._finish(plan, *await self.run_model(self._fold_in, plan))
+        answer = self._cached(plan)
+        if answer is None:
+            answer = await self._batcher().submit(plan.model.pipeline, req.model, plan.row, req.k)
+            self._remember(plan, answer)
+        return self._finish(plan, answer)
 
     def recommend_batch(self, reqs: list[RecommendRequest]) -> dict[str, Any]:
         """Recommendations for several users, all from the same model (a JSON-ready dict of
-        the :class:`BatchResponse` shape).
-
-        Plain requests are answered by one vectorised model call per component.
-        """
+        the :class:`BatchResponse` shape): one call of the one recommend path per
+        (component, k)."""
         state = self.state
         state.online.sync()
         plans = [self._plan(state, r) for r in reqs]
         results: list[dict[str, Any] | None] = [None] * len(plans)
-        groups: dict[str | None, list[int]] = {}
+        groups: dict[tuple[str | None, int], list[int]] = {}
         for pos, plan in enumerate(plans):
-            if plan.fast:
-                cached = self._cached(plan)
-                if cached is not None:
-                    results[pos] = self._finish(plan, *cached)
-                else:
-                    groups.setdefault(plan.req.model, []).append(pos)
+            cached = self._cached(plan)
+            if cached is not None:
+                results[pos] = self._finish(plan, cached)
             else:
-                results[pos] = self._finish(plan, *self._fold_in(plan))
-        for name, positions in groups.items():
-            lists = _fast_lists(
-                state.model.pipeline,
-                name,
-                [plans[p].uidx for p in positions],
-                [plans[p].k_fetch for p in positions],
-            )
+                groups.setdefault((plan.req.model, plan.req.k), []).append(pos)
+        for (name, k), positions in groups.items():
+            answers = _answer_rows(state.model.pipeline, name, [plans[p].row for p in positions], k)
             self.metrics.count_model_call(len(positions))
-            for p, listed in zip(positions, lists, strict=True):
-                self._remember(plans[p], listed)
-                results[p] = self._finish(plans[p], *listed)
+            for p, answer in zip(positions, answers, strict=True):
+                self._remember(plans[p], answer)
+                results[p] = self._finish(plans[p], answer)
         return {
             "results": [r for r in results if r is not None],
             "model_version": state.model.version,
@@ -711,7 +708,7 @@ class RecommendService:
         return batcher
 
     def _plan(self, state: ServingState, req: RecommendRequest) -> _Plan:
-        """Resolve ids, online events and filters; decide how to compute the list."""
+        """Resolve ids, online events and filters into one query row."""
         m = state.model
         user, uidx = m.users.lookup(req.user_id)
         fresh = state.online.items_of(user)
@@ -719,59 +716,32 @@ class RecommendService:
             req.filters.genres if req.filters else None,
             req.filters.exclude_genres if req.filters else None,
         )
+        exclude = None
         if req.exclude_items:
             excluded = m.items.indices(req.exclude_items)
-            excluded = excluded[excluded >= 0]
-            if excluded.size:
-                blocked = np.zeros(len(m.items), bool) if blocked is None else blocked.copy()
-                blocked[excluded] = True
-        n_blocked = int(blocked.sum()) if blocked is not None else 0
-        # fetch enough that k remain after the blocked items are dropped
-        k_fetch = min(len(m.items), req.k + n_blocked)
+            exclude = excluded[excluded >= 0] if (excluded >= 0).any() else None
         if req.model is not None and req.model not in m.pipeline.models:
             raise ConfigError(
                 f"model {req.model!r} is not in this artifact; it has: "
                 f"{', '.join(m.pipeline.components)}"
             )
-        fast = not fresh and not req.recent_items
-        if uidx >= 0:
-            strategy = PERSONALIZED
-        elif fast or not _any_known(m.items, fresh, req.recent_items):
-            strategy = COLD_START  # nothing to fold in: the popularity list answers
-        else:
-            strategy = FOLD_IN
-        return _Plan(
-            model=m,
-            req=req,
-            user=user,
-            uidx=uidx,
-            fresh=fresh,
-            blocked=blocked,
-            k_fetch=k_fetch,
-            fast=fast,
-            strategy=strategy,
-        )
+        history = None
+        if fresh or req.recent_items:
+            # oldest first: the online events in arrival order, then recent_items as sent
+            events = np.fromiter((m.items.index(v) for v in fresh), np.int64, count=len(fresh))
+            history = np.concatenate([events, m.items.indices(req.recent_items)])
+        return _Plan(model=m, req=req, user=user, row=_Row(uidx, history, exclude, blocked))
 
-    def _finish(
-        self,
-        plan: _Plan,
-        idx: NDArray[np.int64],
-        scores: NDArray[np.float32],
-        sources: NDArray[np.object_],
-    ) -> dict[str, Any]:
-        """Drop padding and blocked items, keep ``k``, build the response dict."""
+    def _finish(self, plan: _Plan, answer: _Answer) -> dict[str, Any]:
+        """The response dict of a row's answer."""
         m, req = plan.model, plan.req
-        keep = idx >= 0
-        if plan.blocked is not None:
-            keep &= ~plan.blocked[np.maximum(idx, 0)]
-        idx, scores, sources = idx[keep][: req.k], scores[keep][: req.k], sources[keep][: req.k]
+        idx, scores, sources, strategy = answer
         out = [
             m.item_out(i, s, r, _split_sources(str(src)), req.details)
             for r, (i, s, src) in enumerate(
                 zip(idx.tolist(), scores.tolist(), sources.tolist(), strict=True), start=1
             )
         ]
-        strategy = plan.strategy
         self.metrics.count_recommendation(strategy)
         return {
             "user_id": plan.user,
@@ -779,26 +749,6 @@ class RecommendService:
             "strategy": strategy,
             "model_version": m.version,
         }
-
-    def _fold_in(self, plan: _Plan) -> _List:
-        """Fold-in (``Pipeline.recommend_for_history``) of a history made of the user's
-        training items, online events and ``recent_items``."""
-        m, req = plan.model, plan.req
-        recent = m.items.indices(req.recent_items)
-        fresh = plan.fresh
-        event_idx = np.fromiter((m.items.index(v) for v in fresh), np.int64, count=len(fresh))
-        hist = np.concatenate([m.training_items(plan.uidx), event_idx, recent])
-        hist = np.unique(hist[hist >= 0])  # unknown items cannot be folded in
-        history = [m.items.values[i] for i in hist.tolist()]
-        ids, scores, sources = m.pipeline.recommend_for_history_lists(
-            [history], plan.k_fetch, model=req.model
-        )
-        row = ids[0]
-        found = np.fromiter((v is not None for v in row), bool, count=len(row))
-        idx = np.full(len(row), -1, np.int64)
-        if found.any():
-            idx[found] = m.items.indices(row[found].tolist())
-        return idx, np.asarray(scores[0], np.float32), sources[0]
 
     def similar_items(self, item_id: JsonId, k: int, *, details: bool = False) -> dict[str, Any]:
         """Items most similar to ``item_id``; popular items for an unknown item (a JSON-ready

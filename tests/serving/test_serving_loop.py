@@ -143,8 +143,8 @@ def test_healthz_answers_while_a_fold_in_is_in_flight(
     body = {"user_id": "newcomer", "k": 5, "recent_items": ["i01", "i02", "i07"]}
     with live_server(app) as base:
         pipeline = _pipeline(app)
-        gate = Gate(pipeline.recommend_for_history_lists)
-        monkeypatch.setattr(pipeline, "recommend_for_history_lists", gate)
+        gate = Gate(pipeline.recommend_block)
+        monkeypatch.setattr(pipeline, "recommend_block", gate)
         response = _hold_while_probing(base, gate, lambda c: c.post("/recommend", json=body))
         assert response.status_code == 200
         again = httpx.post(f"{base}/recommend", json=body, timeout=ANSWER_S)
@@ -160,8 +160,8 @@ def test_healthz_answers_while_a_batched_model_call_is_in_flight(
     users = ["u03", "u05", "007", "newcomer"]
     with live_server(app) as base:
         pipeline = _pipeline(app)
-        gate = Gate(pipeline.recommend_lists)
-        monkeypatch.setattr(pipeline, "recommend_lists", gate)
+        gate = Gate(pipeline.recommend_block)
+        monkeypatch.setattr(pipeline, "recommend_block", gate)
         queued: dict[str, httpx.Response] = {}
 
         def send(c: httpx.Client) -> httpx.Response:

@@ -20,7 +20,7 @@ from recsys.serving.errors import BadRequestError
 from recsys.serving.events import EventLog, EventRecord, OnlineState
 from recsys.serving.ids import IdCodec
 from recsys.serving.metrics import Metrics
-from recsys.serving.service import ListCache, LoadedModel, _fast_lists, _MicroBatcher
+from recsys.serving.service import ListCache, LoadedModel, _answer_rows, _MicroBatcher, _Row
 
 
 # ---------------------------------------------------------------------------- ids
@@ -202,26 +202,37 @@ def test_micro_batch_equals_single_calls(tiny_pipeline: Pipeline) -> None:
     users = [0, 5, -1, 3, 5, 20]
     ks = [3, 10, 4, 1, 2, 7]
 
-    async def run() -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    histories: list[np.ndarray | None] = [None, None, None, None, np.array([1, 2]), None]
+
+    async def run() -> list[tuple[np.ndarray, np.ndarray, np.ndarray, str]]:
         batcher = _MicroBatcher(asyncio.get_running_loop())
         futures = [
-            batcher.submit(tiny_pipeline, None, u, k) for u, k in zip(users, ks, strict=True)
+            batcher.submit(tiny_pipeline, None, _Row(u, h), k)
+            for u, h, k in zip(users, histories, ks, strict=True)
         ]
         return list(await asyncio.gather(*futures))
 
     batched = asyncio.run(run())
-    for (items, scores, sources), u, k in zip(batched, users, ks, strict=True):
-        single_items, single_scores, single_sources = tiny_pipeline.recommend_lists([u], k)
-        assert items.tolist() == single_items[0].tolist()
-        np.testing.assert_allclose(scores, single_scores[0])
-        assert sources.tolist() == single_sources[0].tolist()
-    assert [len(i) for i, _, _ in _fast_lists(tiny_pipeline, "popular", [1, 2], [2, 5])] == [2, 5]
+    for (items, scores, sources, _), u, h, k in zip(batched, users, histories, ks, strict=True):
+        (single_items, single_scores, single_sources, _) = _answer_rows(
+            tiny_pipeline, None, [_Row(u, h)], k
+        )[0]
+        assert items.tolist() == single_items.tolist()
+        assert scores.tobytes() == single_scores.tobytes()  # one path: the same bits
+        assert sources.tolist() == single_sources.tolist()
+        if h is None:
+            want_i, _, want_src = tiny_pipeline.recommend_lists([u], k)
+            assert sources.tolist() == want_src[0][want_i[0] >= 0].tolist()
+            assert items.tolist() == want_i[0][want_i[0] >= 0].tolist()
+    assert batched[4][3] == "personalized" and batched[2][3] == "cold_start"
+    popular = _answer_rows(tiny_pipeline, "popular", [_Row(1), _Row(2)], 5)
+    assert [len(a[0]) for a in popular] == [5, 5]
 
 
 def test_micro_batch_passes_errors_to_every_waiter(tiny_pipeline: Pipeline) -> None:
     async def run() -> list[object]:
         batcher = _MicroBatcher(asyncio.get_running_loop())
-        futures = [batcher.submit(tiny_pipeline, "no-such-model", u, 3) for u in (0, 1)]
+        futures = [batcher.submit(tiny_pipeline, "no-such-model", _Row(u), 3) for u in (0, 1)]
         return list(await asyncio.gather(*futures, return_exceptions=True))
 
     results = asyncio.run(run())

@@ -290,3 +290,59 @@ def test_ctr_rankers_score_known_and_fold_in_rows(tmp_path: Path) -> None:
         strict=True,
     ):
         assert a.tolist() == b.tolist()
+
+
+# ---------------------------------------------------------------------------- one path (#15)
+def test_one_recommend_path_block_equals_single_rows(fitted: Pipeline) -> None:
+    """A mixed block (known users, fold-ins, unknown users, exclusions, allow sets, filters)
+    gives every row exactly the list it gets alone, and the wrappers agree with it."""
+    from recsys.recommend import COLD_START, FOLD_IN, PERSONALIZED, RecommendQueries
+
+    n_items = len(fitted.item_map)
+    genre_block = np.zeros(n_items, bool)
+    genre_block[:10] = True  # an attribute filter: block 0's items
+    queries = RecommendQueries(
+        np.array([0, 3, -1, -1, 5, 7, -1], np.int64),
+        history=[None, np.array([1, 2]), np.array([11, 12, 13]), None, None, None, np.array([-1])],
+        exclude=[None, None, np.array([14]), None, np.array([20, 21]), None, None],
+        allow=[None, None, None, None, None, np.arange(0, 30, 2), None],
+        blocked=[None, None, None, None, genre_block, None, None],
+    )
+    out = fitted.recommend_block(queries, 6)
+    assert out.items.shape == (7, 6) and out.sources.shape == (7, 6)
+    assert out.strategy.tolist() == [
+        PERSONALIZED,
+        PERSONALIZED,
+        FOLD_IN,
+        COLD_START,
+        PERSONALIZED,
+        PERSONALIZED,
+        COLD_START,  # an unknown item is no history
+    ]
+    for r in range(len(queries)):
+        one = RecommendQueries(
+            queries.user_idx[r : r + 1],
+            history=[queries.history[r]] if queries.history else None,
+            exclude=[queries.exclude[r]] if queries.exclude else None,
+            allow=[queries.allow[r]] if queries.allow else None,
+            blocked=[queries.blocked[r]] if queries.blocked else None,
+        )
+        alone = fitted.recommend_block(one, 6)
+        assert alone.items[0].tolist() == out.items[r].tolist()
+        assert alone.scores[0].tobytes() == out.scores[r].tobytes()
+        assert alone.sources[0].tolist() == out.sources[r].tolist()
+    got = out.items[out.items >= 0]
+    assert not set(out.items[2].tolist()) & {11, 12, 13, 14}  # history and exclusions left out
+    assert not set(out.items[4].tolist()) & ({20, 21} | set(range(10)))  # filter + exclusion
+    assert set(out.items[5][out.items[5] >= 0].tolist()) <= set(range(0, 30, 2))  # allow set
+    assert len(got) > 0 and out.sources[3][0] == "popular"
+    # the wrappers are the same path
+    items, scores, sources = fitted.recommend_lists([0, -1], 6)
+    assert scores.tobytes() == out.scores[[0, 3]].tobytes()
+    assert items.tolist() == out.items[[0, 3]].tolist()
+    assert sources.tolist() == out.sources[[0, 3]].tolist()
+    ids, _, src = fitted.recommend_for_history_lists(
+        [fitted.item_map.to_ids(np.array([11, 12, 13])).tolist()], 6, exclude_items=[["i014"]]
+    )
+    assert ids[0].tolist() == fitted.item_map.to_ids(out.items[2]).tolist()
+    assert src[0].tolist() == out.sources[2].tolist()

@@ -14,7 +14,7 @@ import pytest
 
 from recsys.errors import ConfigError, DataError
 from recsys.jobs import run_batch
-from recsys.jobs.batch import ArtifactInfo, artifact_version, resolve_user_ids
+from recsys.jobs.batch import ArtifactInfo, resolve_user_ids
 from recsys.pipeline import Pipeline
 
 
@@ -133,8 +133,15 @@ def test_manifest_lists_parts_with_rows_and_checksums(
 
 
 def test_artifact_version_matches_pipeline_version(artifact: Path, pipeline: Pipeline) -> None:
-    assert artifact_version(pipeline.manifest) == pipeline.version
-    assert ArtifactInfo.read(artifact).version == pipeline.version
+    info = ArtifactInfo.read(artifact)
+    assert info.version == pipeline.version
+    # the job reads the artifact's layout and resolves components as the pipeline does
+    assert info.components == tuple(pipeline.components)
+    assert info.resolve_model(None) == pipeline.primary
+    assert [len(info.user_map), info.user_map == pipeline.user_map] == [
+        len(pipeline.user_map),
+        True,
+    ]
 
 
 # ---------------------------------------------------------------------------- resume
