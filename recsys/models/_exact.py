@@ -54,16 +54,20 @@ def canonical_pairs(
         The float64 sum over the dimension in index order, rounded once to float32: the
         same bits for a pair whatever other pairs are in the call, on any CPU.
     """
-    q = np.asarray(np.asarray(queries, np.float32), np.float64)
-    v = np.asarray(np.asarray(items, np.float32), np.float64)
-    if q.shape[0] == 0:
-        return np.zeros(0, np.float32)
-    return _ordered_sum(q * v).astype(np.float32)
+    q32 = np.asarray(queries, np.float32)
+    v32 = np.asarray(items, np.float32)
+    out = np.empty(q32.shape[0], np.float32)
+    for lo in range(0, q32.shape[0], _PAIRS_PER_CHUNK):  # chunks that stay in cache
+        products = np.asarray(q32[lo : lo + _PAIRS_PER_CHUNK], np.float64)
+        products *= v32[lo : lo + _PAIRS_PER_CHUNK]  # exact: float32 x float32 fits float64
+        out[lo : lo + _PAIRS_PER_CHUNK] = _ordered_sum(products)
+    return out
 
 
-#: Pairs up to which :func:`canonical_dot` forms every product at once; larger blocks loop
-#: over the dimension (same order, same bits; the gather of every product costs more there).
-_SMALL_BLOCK = 512
+#: Pairs per chunk of :func:`canonical_pairs` (a ~1 MiB float64 block at dimension 64).
+_PAIRS_PER_CHUNK = 2048
+
+
 
 
 def _ordered_sum(products: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -95,23 +99,18 @@ def canonical_dot(
         the padding.
     """
     n, c = cols.shape
-    valid = cols >= 0
-    if n == 0 or c == 0 or not valid.any():
-        return np.full((n, c), np.nan, np.float32)
-    # the items the rows ask for, widened once: the gathers below read a small table
-    used, local = np.unique(np.where(valid, cols, cols[valid][0]), return_inverse=True)
-    local = local.reshape(n, c)
-    table = np.asarray(np.asarray(items, np.float32)[used], np.float64)
+    out = np.full((n, c), np.nan, np.float32)
+    if n == 0 or c == 0:
+        return out
     q = np.asarray(np.asarray(queries, np.float32), np.float64)
-    if n * c <= _SMALL_BLOCK:  # one request's candidates: every product at once
-        out = _ordered_sum(q[:, None, :] * table[local]).astype(np.float32)
-    else:  # a loop over the dimension: (n, c) arrays, no (n, c, dim) gather
-        table_t, q_t = np.ascontiguousarray(table.T), np.ascontiguousarray(q.T)
-        acc = np.zeros((n, c), np.float64)
-        for d in range(q_t.shape[0]):  # the same order for every pair: the canonical sum
-            acc += q_t[d][:, None] * table_t[d][local]
-        out = acc.astype(np.float32)
-    out[~valid] = np.nan
+    v = np.asarray(items, np.float32)
+    safe = np.where(cols >= 0, cols, 0)
+    step = max(1, _PAIRS_PER_CHUNK // c)
+    for lo in range(0, n, step):  # chunks of pairs that stay in the CPU cache
+        # (m, c, dim) exact float64 products (float32 x float32 fits), summed in order
+        products = q[lo : lo + step, None, :] * v[safe[lo : lo + step]]
+        out[lo : lo + step] = _ordered_sum(products)
+    out[cols < 0] = np.nan
     return out
 
 
