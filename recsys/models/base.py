@@ -585,6 +585,29 @@ class BaseRecommender(ABC):
         items[~mask], scores[~mask] = topk(block[~mask], k)
         return items, scores
 
+    def _pair_scores(
+        self,
+        block: NDArray[np.float32],
+        parts: tuple[NDArray[np.bool_], NDArray[np.float32]] | None,
+        rows: NDArray[np.int64],
+        items: NDArray[np.int64],
+    ) -> NDArray[np.float32]:
+        """The scores :meth:`_rank_rows` ``(block, n_items, parts)`` gives the pairs
+        ``(rows[j], items[j])``: NaN for ineligible (``-inf``) items, the canonical inner
+        product on the rows of ``parts``' mask, the block's value elsewhere."""
+        out = np.array(block[rows, items], dtype=np.float32)
+        out[out == -np.inf] = np.nan
+        if parts is not None and parts[0].any():
+            mask, queries = parts
+            position = np.cumsum(mask) - 1  # row -> its query among the masked rows
+            sel = mask[rows] & ~np.isnan(out)
+            if sel.any():
+                vectors, _ = self._item_vectors()
+                out[sel] = _exact.canonical_dot(
+                    queries[position[rows[sel]]], vectors, items[sel][:, None]
+                )[:, 0]
+        return out
+
     # ------------------------------------------------------------------ shapes
     @property
     def n_users(self) -> int:
@@ -799,6 +822,54 @@ class HistoryFoldIn(BaseRecommender):
                 parts = (inner, queries[inner])
             items[start : start + bs], scores[start : start + bs] = self._rank_rows(block, k, parts)
         return items, scores
+
+    def score_history_pairs(
+        self,
+        histories: sp.csr_matrix,
+        rows: NDArray[np.int64],
+        items: NDArray[np.int64],
+        *,
+        exclude_seen: bool = True,
+    ) -> NDArray[np.float32]:
+        """The score :meth:`recommend_for_history` gives item ``items[j]`` in the full-depth
+        list (``k = n_items``) of history row ``rows[j]``, without ranking the catalogue.
+
+        NaN where that list leaves the item out (a seen item with ``exclude_seen``).
+        Inner-product models score the pairs by the canonical routine, as their lists do
+        (:mod:`recsys.models._exact`), so the values are the list's bit for bit.
+
+        Returns
+        -------
+        (len(rows),) float32
+        """
+        check_is_fitted(self)
+        h = sp.csr_matrix(histories, dtype=np.float32)
+        if h.shape[1] != self.n_items:
+            raise DataError(
+                f"{type(self).__name__}.score_history_pairs: histories have {h.shape[1]} "
+                f"columns, the model has {self.n_items} items"
+            )
+        rows = np.asarray(rows, np.int64)
+        items = np.asarray(items, np.int64)
+        out = np.full(len(rows), np.nan, np.float32)
+        bs = self._block_size()
+        for start in range(0, h.shape[0], bs):
+            chunk = h[start : start + bs]
+            queries = self._history_queries(chunk)
+            block = self._score_history(chunk) if queries is None else self._score_queries(queries)
+            empty = np.diff(chunk.indptr) == 0
+            if empty.any():  # as recommend_for_history: the cold-start answer
+                assert self.item_popularity_ is not None
+                block[empty] = self.item_popularity_
+            if exclude_seen:
+                _mask_rows(block, chunk)
+            parts = None
+            if queries is not None:
+                inner = ~empty & self._queries_scored(queries)
+                parts = (inner, queries[inner])
+            sel = (rows >= start) & (rows < start + chunk.shape[0])
+            out[sel] = self._pair_scores(block, parts, rows[sel] - start, items[sel])
+        return out
 
     def _history_queries(self, histories: sp.csr_matrix) -> NDArray[np.float32] | None:
         """Query vectors ``(n, dim) float32`` of history rows for an inner-product model

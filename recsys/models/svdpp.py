@@ -789,6 +789,36 @@ class SVDPlusPlus(BaseRecommender):
             )
         return items, scores
 
+    def score_history_pairs(
+        self,
+        histories: sp.csr_matrix,
+        rows: NDArray[np.int64],
+        items: NDArray[np.int64],
+        *,
+        exclude_seen: bool = True,
+    ) -> NDArray[np.float32]:
+        """The score :meth:`recommend_for_history` gives item ``items[j]`` in the full-depth
+        list of history row ``rows[j]`` (NaN where the list leaves it out), without ranking
+        the catalogue; see :meth:`recsys.models.base.HistoryFoldIn.score_history_pairs`."""
+        check_is_fitted(self)
+        h = self._check_histories(histories, False)
+        rows = np.asarray(rows, np.int64)
+        items = np.asarray(items, np.int64)
+        out = np.full(len(rows), np.nan, np.float32)
+        bs = self._block_size()
+        for start in range(0, h.shape[0], bs):
+            chunk = h[start : start + bs]
+            vectors, user_bias = self._fold_in(chunk, False)
+            block = self._score_vectors(vectors, user_bias)
+            if exclude_seen:
+                _mask_rows(block, chunk)
+            queries = self._pack_users(vectors, user_bias)
+            sel = (rows >= start) & (rows < start + chunk.shape[0])
+            out[sel] = self._pair_scores(
+                block, (np.ones(len(queries), bool), queries), rows[sel] - start, items[sel]
+            )
+        return out
+
     def _check_histories(self, histories: sp.csr_matrix, use_ratings: bool) -> sp.csr_matrix:
         name = type(self).__name__
         if not sp.issparse(histories) and not isinstance(histories, np.ndarray):

@@ -211,10 +211,16 @@ class FeatureBuilder:
         if fold.any() and isinstance(model, FoldIn):
             fold_rows = np.flatnonzero(q.fold_in & ~q.cold)
             depth = min(self.fold_in_depth, q.n_items)
-            top_i, top_s = model.recommend_for_history(q.history[fold_rows], depth)
             local = np.full(q.n_rows, -1, np.int64)
             local[fold_rows] = np.arange(len(fold_rows))
-            out[fold] = _lookup_scores(top_i, top_s, local[rows[fold]], items[fold], q.n_items)
+            pairs = getattr(model, "score_history_pairs", None)
+            if depth >= q.n_items and pairs is not None:
+                # the full-depth list's scores of just these pairs, without ranking the
+                # catalogue (the same values: score_history_pairs says so)
+                out[fold] = pairs(q.history[fold_rows], local[rows[fold]], items[fold])
+            else:
+                top_i, top_s = model.recommend_for_history(q.history[fold_rows], depth)
+                out[fold] = _lookup_scores(top_i, top_s, local[rows[fold]], items[fold], q.n_items)
         return out
 
     def _store_features(

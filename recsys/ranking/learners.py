@@ -37,10 +37,11 @@ from recsys.errors import ArtifactError, DataError, NotFittedError
 __all__ = ["Learner", "LogisticLearner", "TreeEnsemble", "load_learner"]
 
 #: Threads of the tree traversal (scikit-learn's OpenMP loop over rows); blocks of at
-#: least ``_THREADED_ROWS`` rows (micro-batched requests, the batch job) gain from every
-#: core; below that (one user's ~200 candidates) the threads cost more than they save.
+#: least ``_THREADED_ROWS`` rows (the batch job, large micro-batches) gain from every core;
+#: below that (a few users' ~200 candidates each) the threads cost more than they save, and
+#: on a busy machine OpenMP's waiting threads made a block of 8 users' rows 10-100x slower.
 _PREDICT_THREADS = max(1, os.cpu_count() or 1)
-_THREADED_ROWS = 1024
+_THREADED_ROWS = 4096
 
 logger = logging.getLogger(__name__)
 

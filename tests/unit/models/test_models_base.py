@@ -193,3 +193,31 @@ def test_small_blocks_give_the_same_answers(
     np.testing.assert_array_equal(whole[1], chunked[1])
     np.testing.assert_array_equal(whole[2][0], chunked[2][0])
     np.testing.assert_array_equal(whole[2][1], chunked[2][1])
+
+
+# ---------------------------------------------------------------------------- #15
+@pytest.mark.parametrize("name", ["itemknn", "ease", "bpr", "als", "popular"])
+def test_score_history_pairs_are_the_full_depth_list_scores(name: str) -> None:
+    """score_history_pairs gives exactly (bit for bit) the scores recommend_for_history's
+    full-depth list gives those items, NaN for the ones it leaves out (#15)."""
+
+    from recsys.models import get_model_class
+    from recsys.testing.datasets import block_dataset
+
+    data = block_dataset()
+    params = {"bpr": {"epochs": 5, "num_threads": 1}, "als": {"epochs": 3, "num_threads": 1}}
+    model = get_model_class(name)(**params.get(name, {})).fit(data, show_progress=False)
+    n_items = data.n_items
+    rng = np.random.default_rng(0)
+    dense = rng.random((6, n_items)) < 0.2
+    dense[2] = False  # an empty history: the cold-start answer
+    h = sp.csr_matrix(dense.astype(np.float32))
+    top_i, top_s = model.recommend_for_history(h, n_items)
+    table = np.full((6, n_items), np.nan, np.float32)
+    valid = top_i >= 0
+    table[np.repeat(np.arange(6), valid.sum(axis=1)), top_i[valid]] = top_s[valid]
+    rows = np.repeat(np.arange(6), n_items)
+    items = np.tile(np.arange(n_items), 6)
+    got = model.score_history_pairs(h, rows, items)
+    assert got.tobytes() == table[rows, items].tobytes()
+    assert np.isnan(got[dense[rows, items]]).all()  # seen items are left out
