@@ -12,17 +12,17 @@ in the batch.
 BLAS still does the heavy part, the choice of the candidates:
 
 1. score every item approximately (a BLAS product, or the norm-pruned product of
-   :mod:`recsys.models._ip_topk`) and take each row's approximate top ``k + 1``;
+   :mod:`recsys.models._ip_topk`) and take each row's approximate top few;
 2. bound the rounding of both routines for a row: ``|approx - canonical| <= err`` with
    ``err = (2 dim + 8) 2**-24 |q| max|v|`` (a float32 sum of ``dim`` terms is off by at
    most ``dim 2**-24 sum|q_i v_i| <= dim 2**-24 |q||v|``, Cauchy–Schwarz; the canonical
    routine by one float32 rounding; the bound doubles their sum);
-3. where the approximate ``k + 1``-th score is below the ``k``-th by more than ``2 err``
-   (nearly every row), no item outside the approximate top ``k`` can reach a canonical
-   top ``k`` score: those ``k`` items are rescored canonically and ordered by (score
-   desc, item index asc);
-4. otherwise (near ties at the cut) the row's candidates are every item whose
-   approximate score reaches the ``k``-th minus ``2 err``, all rescored canonically.
+3. every item whose approximate score reaches the ``k``-th minus ``2 err`` is a
+   candidate; no other item can reach a canonical top ``k`` score. Each row fetches its
+   approximate top ``k`` plus a pad (:func:`fetch_width`); where the last fetched score
+   is below that floor (nearly every row) the candidates are all fetched, and they are
+   rescored canonically and ordered by (score desc, item index asc);
+4. otherwise (many near ties at the cut) the row's candidates come from its whole row.
 
 The answer is the top ``k`` of the canonical scores of every item, ties to the lower
 item index, whatever produced the approximate scores.
@@ -33,7 +33,14 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["canonical_dot", "canonical_pairs", "rescore_topk", "rounding_bound"]
+__all__ = [
+    "canonical_dot",
+    "canonical_pairs",
+    "fetch_width",
+    "rescore_sorted",
+    "rescore_topk",
+    "rounding_bound",
+]
 
 _UNIT = 2.0**-24  # float32 unit round-off
 
@@ -66,8 +73,6 @@ def canonical_pairs(
 
 #: Pairs per chunk of :func:`canonical_pairs` (a ~1 MiB float64 block at dimension 64).
 _PAIRS_PER_CHUNK = 2048
-
-
 
 
 def _ordered_sum(products: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -162,22 +167,60 @@ def order_candidates(
     return items, scores
 
 
-def clear_rows(
-    approx_scores: NDArray[np.float32], k: int, err: NDArray[np.float64]
-) -> NDArray[np.bool_]:
-    """Rows whose approximate top ``k`` is the canonical top-``k`` set.
+def fetch_width(k: int) -> int:
+    """Approximate candidates a row fetches for a canonical top ``k``: ``k``, a pad for
+    near ties at the cut (see :func:`rescore_sorted`) and one more that proves the cut."""
+    return k + max(4, k // 8) + 1
+
+
+def rescore_sorted(
+    cand: NDArray[np.int64],
+    approx: NDArray[np.float32],
+    queries: NDArray[np.floating],
+    vectors: NDArray[np.floating],
+    k: int,
+    err: NDArray[np.float64],
+) -> tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.bool_]]:
+    """Canonical top ``k`` from each row's approximate top ``K > k`` candidates.
 
     Parameters
     ----------
-    approx_scores : (n, k + 1) float32
-        Each row's approximate top ``k + 1`` scores, best first, NaN padded.
+    cand, approx : (n, K)
+        Each row's approximately best items and their approximate scores, best first
+        (``-1``/NaN padding); no unlisted eligible item of the row scores higher
+        approximately than the last listed one.
+    queries : (n, dim) float32
+    vectors : (n_items, dim) float32
+        The item vectors.
+    k
+        Items per row, ``k < K``.
     err
         :func:`rounding_bound` of each row.
+
+    Returns
+    -------
+    items : (n, k) int64, scores : (n, k) float32, resolved : (n,) bool
+        Where ``resolved`` (the ``K``-th approximate score is below the ``k``-th minus
+        ``2 err``, or the list holds every eligible item), the canonical top ``k``: the
+        listed items within ``2 err`` of the ``k``-th are all rescored canonically, and
+        no other item can reach them. Other rows are ``-1``/NaN: the caller widens them.
     """
-    kth = approx_scores[:, k - 1].astype(np.float64)
-    nxt = approx_scores[:, k].astype(np.float64)
+    n, width = cand.shape
+    kth = approx[:, k - 1].astype(np.float64)
+    last = approx[:, width - 1].astype(np.float64)
     with np.errstate(invalid="ignore"):
-        return ~np.isfinite(nxt) | (nxt < kth - 2.0 * err)
+        floor = np.where(np.isfinite(kth), kth - 2.0 * err, -np.inf)
+        resolved = ~np.isfinite(last) | (last < floor)
+        inside = np.isfinite(approx) & (approx >= floor[:, None])  # a prefix of each row
+    out_i = np.full((n, k), -1, np.int64)
+    out_s = np.full((n, k), np.nan, np.float32)
+    rows = np.flatnonzero(resolved)
+    if len(rows):
+        used = min(width, max(k, int(inside[rows].sum(axis=1).max(initial=0))))
+        cols = np.where(inside[rows, :used], cand[rows, :used], -1)
+        canon = canonical_dot(np.asarray(queries)[rows], vectors, cols)
+        out_i[rows], out_s[rows] = order_candidates(cols, canon, k)
+    return out_i, out_s, resolved
 
 
 def rescore_topk(
@@ -215,17 +258,12 @@ def rescore_topk(
         return np.full((n, k), -1, np.int64), np.full((n, k), np.nan, np.float32)
     vmax = max_norm(items) if max_item_norm is None else max_item_norm
     err = rounding_bound(queries, vmax)
-    kk = min(k + 1, m)
-    cand, approx = topk(block, kk)
-    if kk <= k:  # every item is a candidate
+    width = min(fetch_width(k), m)
+    cand, approx = topk(block, width)
+    if width <= k:  # every item is a candidate
         return order_candidates(cand, canonical_dot(queries, items, cand), k)
-    clear = clear_rows(approx, k, err)
-    out_i = np.empty((n, k), np.int64)
-    out_s = np.empty((n, k), np.float32)
-    if clear.any():
-        c = cand[clear, :k]
-        out_i[clear], out_s[clear] = order_candidates(c, canonical_dot(queries[clear], items, c), k)
-    for r in np.flatnonzero(~clear):
+    out_i, out_s, resolved = rescore_sorted(cand, approx, queries, items, k, err)
+    for r in np.flatnonzero(~resolved):  # many near ties at the cut: the whole row
         kth = float(approx[r, k - 1])
         floor = kth - 2.0 * float(err[r]) if np.isfinite(kth) and np.isfinite(err[r]) else -np.inf
         row = block[r]

@@ -18,8 +18,8 @@ catalogue) so the caller scores those densely.
 Its lists are those of a dense BLAS ranking up to float32 rounding (a relative margin on
 the bound far larger than the rounding of a ``dim``-term dot product, ``dim * 2**-24``).
 :func:`exact_topk_inner_product` turns them into the canonical answer of
-:mod:`recsys.models._exact`: the approximate top ``k + 1``, and the canonical scores of
-the top ``k`` where the cut between them is clear of rounding. That answer is the same,
+:mod:`recsys.models._exact`: a padded approximate top ``k``, and the canonical scores of
+every item in it within the rounding bound of the cut. That answer is the same,
 bit for bit, as :func:`recsys.models._exact.rescore_topk` of a dense block, on any BLAS.
 """
 
@@ -256,11 +256,9 @@ def exact_topk_inner_product(
         Where ``ok``, exactly :func:`recsys.models._exact.rescore_topk` of the dense row;
         other rows (pruning does not pay, or a near tie at the cut) are left to the caller.
     """
-    it, sc, ok = topk_inner_product(order, queries, seen, k + 1)
-    ok &= _exact.clear_rows(sc, k, _exact.rounding_bound(queries, max_item_norm))
-    items = np.full((len(queries), k), -1, np.int64)
-    scores = np.full((len(queries), k), np.nan, np.float32)
-    cand = it[ok, :k]
-    canon = _exact.canonical_dot(queries[ok], item_vectors, cand)
-    items[ok], scores[ok] = _exact.order_candidates(cand, canon, k)
-    return items, scores, ok
+    it, sc, ok = topk_inner_product(order, queries, seen, _exact.fetch_width(k))
+    err = _exact.rounding_bound(queries, max_item_norm)
+    items, scores, resolved = _exact.rescore_sorted(
+        np.where(ok[:, None], it, -1), sc, queries, item_vectors, k, err
+    )
+    return items, scores, ok & resolved

@@ -327,8 +327,8 @@ class ItemIndex:
         if n == 0:
             return np.full((0, k), -1, np.int64), np.full((0, k), np.nan, np.float32)
         fetch = min(self.n_items, k + extra)
-        if self.exact and fetch < self.n_items:  # one more: the canonical cut (models._exact)
-            fetch += 1
+        if self.exact:  # a padded list for the canonical cut (recsys.models._exact)
+            fetch = min(self.n_items, _exact.fetch_width(k) + extra)
         if self.range_norms is None:
             scores, items = self.index.search(q, fetch)
         else:
@@ -368,26 +368,19 @@ class ItemIndex:
         """The flat index's answer with canonical scores (:mod:`recsys.models._exact`).
 
         ``items``/``scores`` are FAISS's sorted candidates (``-1``/``-inf`` for excluded
-        ones), ``k + 1`` eligible ones per row where the catalogue allows. Where the
-        ``k + 1``-th approximate score is clear of the ``k``-th by the rounding bound, the
-        top ``k`` are rescored canonically; the other rows (near ties at the cut) are
-        ranked from a full approximate row.
+        ones, sorted last), at least :func:`~recsys.models._exact.fetch_width` eligible
+        ones per row where the catalogue allows. Their near ties at the cut are rescored
+        canonically; rows with more near ties than that are ranked from a full row.
         """
         vectors, vmax = self._flat_vectors()
-        n = len(q)
-        out_i = np.full((n, k), -1, np.int64)
-        out_s = np.full((n, k), np.nan, np.float32)
-        approx = np.where(items >= 0, scores, np.nan).astype(np.float32)
-        if approx.shape[1] > k:
-            clear = _exact.clear_rows(approx, k, _exact.rounding_bound(q, vmax))
-        else:  # the whole catalogue was fetched: every item is a candidate
-            clear = np.ones(n, bool)
-        if clear.any():
-            cand = items[clear, :k]
-            out_i[clear], out_s[clear] = _exact.order_candidates(
-                cand, _exact.canonical_dot(q[clear], vectors, cand), k
-            )
-        rest = np.flatnonzero(~clear)
+        width = min(items.shape[1], _exact.fetch_width(k))
+        if width <= k:  # the catalogue is the list: every item is a candidate
+            cols = items[:, :width]
+            return _exact.order_candidates(cols, _exact.canonical_dot(q, vectors, cols), k)
+        approx = np.where(items[:, :width] >= 0, scores[:, :width], np.nan).astype(np.float32)
+        err = _exact.rounding_bound(q, vmax)
+        out_i, out_s, resolved = _exact.rescore_sorted(items[:, :width], approx, q, vectors, k, err)
+        rest = np.flatnonzero(~resolved)
         if len(rest):
             block = np.asarray(q[rest] @ vectors.T, np.float32)
             if exclude is not None:
