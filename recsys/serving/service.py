@@ -387,9 +387,11 @@ class _MicroBatcher:
     gets to it joins the batch. The flush hands the batch to the model executor (a worker
     thread), which makes one :meth:`Pipeline.recommend_block` call per (pipeline, component,
     k) and at most ``max_batch`` rows; the loop only awaits the result, so it keeps answering other
-    requests (``/healthz``, ``/metrics``) meanwhile. One flush per loop is in flight at a
-    time: calls made while it computes wait for it and go out together in the next one,
-    so batches grow with the load.
+    requests (``/healthz``, ``/metrics``) meanwhile. At most ``max_in_flight`` flushes
+    per loop compute at a time (the service uses one per model thread: the tree traversal,
+    BLAS and sparse products release the GIL, so two flushes overlap on two cores); calls
+    made while they compute wait and go out together in the next one, so batches grow with
+    the load.
 
     Stability: internal
 
@@ -403,6 +405,8 @@ class _MicroBatcher:
         Most lists per model call.
     metrics
         Counts model calls and their lists, if given.
+    max_in_flight
+        Most flushes computing at once.
     """
 
     def __init__(
@@ -411,13 +415,16 @@ class _MicroBatcher:
         executor: Executor | None = None,
         max_batch: int = 256,
         metrics: Metrics | None = None,
+        max_in_flight: int = 1,
     ) -> None:
         self._loop = loop
         self._executor = executor
         self._max_batch = max_batch
         self._metrics = metrics
+        self._max_in_flight = max(1, max_in_flight)
         self._pending: list[_Waiter] = []
-        self._busy = False  # a flush is scheduled or computing
+        self._scheduled = False  # a flush is scheduled on the loop
+        self._in_flight = 0  # flushes computing
 
     def submit(
         self, pipeline: Pipeline, model: str | None, row: _Row, k: int
@@ -425,18 +432,22 @@ class _MicroBatcher:
         """A future of ``(items, scores, sources, strategy)`` for one query row."""
         future: asyncio.Future[_Answer] = self._loop.create_future()
         self._pending.append((pipeline, model, row, k, future))
-        if not self._busy:
-            self._busy = True
-            self._loop.call_soon(self._flush)
+        self._schedule()
         return future
+
+    def _schedule(self) -> None:
+        if self._pending and not self._scheduled and self._in_flight < self._max_in_flight:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         """Send every pending call to the executor (on the loop; never computes)."""
+        self._scheduled = False
         pending, self._pending = self._pending, []
         pending = [w for w in pending if not w[4].done()]  # clients that went away
         if not pending:
-            self._busy = False
             return
+        self._in_flight += 1
         try:
             done = self._loop.run_in_executor(self._executor, self._compute, pending)
         except Exception as exc:  # e.g. the executor was shut down
@@ -486,10 +497,8 @@ class _MicroBatcher:
                     future.set_exception(lists)
                 else:
                     future.set_result(lists[n])
-        if self._pending:
-            self._loop.call_soon(self._flush)
-        else:
-            self._busy = False
+        self._in_flight -= 1
+        self._schedule()
 
 
 class RecommendService:
@@ -703,7 +712,10 @@ class RecommendService:
         batcher = self._batchers.get(loop)
         if batcher is None:
             batcher = self._batchers[loop] = _MicroBatcher(
-                loop, self._model_executor(), metrics=self.metrics
+                loop,
+                self._model_executor(),
+                metrics=self.metrics,
+                max_in_flight=self.model_threads,
             )
         return batcher
 
