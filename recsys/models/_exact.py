@@ -3,20 +3,23 @@
 A float32 BLAS product rounds the same dot product differently for different matrix
 shapes, blockings, kernels (``OPENBLAS_CORETYPE``) and thread counts. So every score that
 leaves an inner-product model — a list's scores, ``score(user, item)``, a retrieval
-source's scores — is computed by one canonical routine, :func:`canonical_dot`: the
-float32 inputs are widened to float64 (their products are then exact), summed over the
-dimension in a fixed order, one element-wise IEEE addition at a time, and rounded once to
-float32. Element-wise IEEE arithmetic gives the same bits on every CPU, whatever else is
-in the batch.
+source's scores — is the **canonical score**: the exact inner product of the float32
+vectors, correctly rounded (to nearest, ties to even) to float32. It is a property of the
+two vectors alone, so every routine that computes it gives the same bits on every CPU,
+whatever else is in the batch. :func:`canonical_pairs` computes it with a float64 product
+in any summation order (float32 products are exact in float64) and a rounding interval:
+when both ends of ``s64 -+ (dim + 2) 2**-52 sum|q_i v_i|`` round to one float32, that
+float32 is the answer; the rare pair whose interval straddles a float32 rounding boundary
+is summed exactly with rational arithmetic.
 
 BLAS still does the heavy part, the choice of the candidates:
 
 1. score every item approximately (a BLAS product, or the norm-pruned product of
    :mod:`recsys.models._ip_topk`) and take each row's approximate top few;
-2. bound the rounding of both routines for a row: ``|approx - canonical| <= err`` with
+2. bound the rounding for a row: ``|approx - canonical| <= err`` with
    ``err = (2 dim + 8) 2**-24 |q| max|v|`` (a float32 sum of ``dim`` terms is off by at
    most ``dim 2**-24 sum|q_i v_i| <= dim 2**-24 |q||v|``, Cauchy–Schwarz; the canonical
-   routine by one float32 rounding; the bound doubles their sum);
+   score by one float32 rounding; the bound doubles their sum);
 3. every item whose approximate score reaches the ``k``-th minus ``2 err`` is a
    candidate; no other item can reach a canonical top ``k`` score. Each row fetches its
    approximate top ``k`` plus a pad (:func:`fetch_width`); where the last fetched score
@@ -29,6 +32,8 @@ item index, whatever produced the approximate scores.
 """
 
 from __future__ import annotations
+
+from fractions import Fraction
 
 import numpy as np
 from numpy.typing import NDArray
@@ -43,12 +48,14 @@ __all__ = [
 ]
 
 _UNIT = 2.0**-24  # float32 unit round-off
+#: Pairs per chunk of the canonical routines (a ~1 MiB float64 block at dimension 64).
+_PAIRS_PER_CHUNK = 2048
 
 
 def canonical_pairs(
     queries: NDArray[np.floating], items: NDArray[np.floating]
 ) -> NDArray[np.float32]:
-    """Row-wise dot products ``queries[j] . items[j]`` by the canonical routine.
+    """Canonical scores of the pairs ``queries[j] . items[j]``.
 
     Parameters
     ----------
@@ -58,31 +65,19 @@ def canonical_pairs(
     Returns
     -------
     (n,) float32
-        The float64 sum over the dimension in index order, rounded once to float32: the
-        same bits for a pair whatever other pairs are in the call, on any CPU.
+        The exact inner product of each pair, correctly rounded to float32 (NaN or inf
+        where an input is not finite or the sum overflows): the same bits for a pair
+        whatever other pairs are in the call, on any CPU.
     """
     q32 = np.asarray(queries, np.float32)
     v32 = np.asarray(items, np.float32)
     out = np.empty(q32.shape[0], np.float32)
     for lo in range(0, q32.shape[0], _PAIRS_PER_CHUNK):  # chunks that stay in cache
-        products = np.asarray(q32[lo : lo + _PAIRS_PER_CHUNK], np.float64)
-        products *= v32[lo : lo + _PAIRS_PER_CHUNK]  # exact: float32 x float32 fits float64
-        out[lo : lo + _PAIRS_PER_CHUNK] = _ordered_sum(products)
+        hi = lo + _PAIRS_PER_CHUNK
+        out[lo:hi] = _rounded(
+            np.asarray(q32[lo:hi], np.float64), np.asarray(v32[lo:hi], np.float64)
+        )
     return out
-
-
-#: Pairs per chunk of :func:`canonical_pairs` (a ~1 MiB float64 block at dimension 64).
-_PAIRS_PER_CHUNK = 2048
-
-
-def _ordered_sum(products: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Sum over the last axis in index order, one IEEE addition at a time.
-
-    ``np.add.accumulate`` is a running sum (``out[d] = out[d-1] + x[d]``), never pairwise or
-    reassociated, so the last entry is exactly ``((x0 + x1) + x2) + ...``: the canonical
-    order, in one call instead of a Python loop over the dimension.
-    """
-    return np.add.accumulate(products, axis=-1)[..., -1]
 
 
 def canonical_dot(
@@ -100,8 +95,8 @@ def canonical_dot(
     Returns
     -------
     (n, c) float32
-        ``queries[r] . items[cols[r, j]]`` as :func:`canonical_pairs` computes it; NaN at
-        the padding.
+        The canonical score of ``queries[r] . items[cols[r, j]]`` (as
+        :func:`canonical_pairs`); NaN at the padding.
     """
     n, c = cols.shape
     out = np.full((n, c), np.nan, np.float32)
@@ -112,11 +107,68 @@ def canonical_dot(
     safe = np.where(cols >= 0, cols, 0)
     step = max(1, _PAIRS_PER_CHUNK // c)
     for lo in range(0, n, step):  # chunks of pairs that stay in the CPU cache
-        # (m, c, dim) exact float64 products (float32 x float32 fits), summed in order
-        products = q[lo : lo + step, None, :] * v[safe[lo : lo + step]]
-        out[lo : lo + step] = _ordered_sum(products)
+        out[lo : lo + step] = _rounded(
+            q[lo : lo + step], np.asarray(v[safe[lo : lo + step]], np.float64)
+        )
     out[cols < 0] = np.nan
     return out
+
+
+def _rounded(q64: NDArray[np.float64], v64: NDArray[np.float64]) -> NDArray[np.float32]:
+    """Correctly rounded float32 inner products of float32-valued float64 vectors.
+
+    ``q64`` is ``(m, dim)`` and ``v64`` ``(m, dim)`` (pairs) or ``(m, c, dim)`` (``c``
+    items per query). See the module docstring.
+    """
+    dim = q64.shape[-1]
+    if v64.ndim == 2:  # pairs
+        total = np.einsum("ij,ij->i", q64, v64)
+        spread = np.einsum("ij,ij->i", np.abs(q64), np.abs(v64))
+    else:  # any summation order will do (only the interval matters): a batched BLAS product
+        total = np.matmul(v64, q64[:, :, None])[..., 0]
+        spread = np.matmul(np.abs(v64), np.abs(q64)[:, :, None])[..., 0]
+    # A float64 sum of ``dim`` exact products, in any order, is off by at most
+    # (dim - 1) 2**-53 spread; the slack also covers the rounding of ``spread`` itself.
+    slack = spread * ((dim + 2) * 2.0**-52)
+    with np.errstate(invalid="ignore", over="ignore"):
+        out = np.asarray((total - slack).astype(np.float32))
+        high = np.asarray((total + slack).astype(np.float32))
+    unsure = np.flatnonzero((out != high) & np.isfinite(total))
+    if len(unsure):  # within the slack of a float32 rounding boundary: sum exactly
+        flat = out.reshape(-1)
+        q_rows = np.broadcast_to(q64[:, None, :], v64.shape) if v64.ndim == 3 else q64
+        q_rows = q_rows.reshape(-1, dim)
+        v_rows = v64.reshape(-1, dim)
+        for i in unsure:
+            flat[i] = _exact_round(q_rows[i], v_rows[i])
+    nonfinite = ~np.isfinite(total)
+    if nonfinite.any():
+        out[nonfinite] = total[nonfinite].astype(np.float32)
+    return out
+
+
+def _exact_round(q: NDArray[np.float64], v: NDArray[np.float64]) -> np.float32:
+    """The exact inner product of two float32-valued vectors, rounded to the nearest
+    float32 (ties to the even one), by rational arithmetic."""
+    exact = sum(
+        (Fraction(float(a)) * Fraction(float(b)) for a, b in zip(q, v, strict=True)),
+        Fraction(0),
+    )
+    guess = np.float32(float(exact))  # two roundings: at most one float32 step off
+    options = [
+        c
+        for c in (
+            np.nextafter(guess, np.float32(-np.inf)),
+            guess,
+            np.nextafter(guess, np.float32(np.inf)),
+        )
+        if np.isfinite(c)
+    ]
+
+    def distance(c: np.float32) -> tuple[Fraction, int]:
+        return abs(Fraction(float(c)) - exact), int(np.asarray(c).view(np.uint32)) & 1
+
+    return np.float32(min(options, key=distance))
 
 
 def rounding_bound(queries: NDArray[np.floating], max_item_norm: float) -> NDArray[np.float64]:

@@ -151,7 +151,7 @@ def test_canonical_pairs_ignore_the_company_they_keep() -> None:
     together = _exact.canonical_pairs(q, v)
     alone = np.array([_exact.canonical_pairs(q[i : i + 1], v[i : i + 1])[0] for i in range(50)])
     np.testing.assert_array_equal(together, alone)
-    # float64 accumulation rounded once: within one float32 rounding of the exact value
+    # the exact value rounded once: within one float32 rounding of a float64 evaluation
     exact = np.einsum("ij,ij->i", q.astype(np.float64), v.astype(np.float64))
     np.testing.assert_allclose(together, exact, rtol=2**-23, atol=1e-6)
 
@@ -167,3 +167,23 @@ def test_near_ties_at_the_cut_widen_the_candidates() -> None:
     got_i, got_s = _exact.rescore_topk(block, q, items, 3)
     np.testing.assert_array_equal(got_i, [[5, 0, 1]])
     np.testing.assert_array_equal(got_s, [[2.0, 1.0, 1.0]])
+
+
+def test_canonical_score_is_the_exact_product_correctly_rounded() -> None:
+    """A float64 sum would round these twice; the canonical score rounds the exact value
+    once: just above a float32 midpoint goes up, an exact midpoint goes to the even one."""
+    above = _exact.canonical_pairs(
+        np.array([[1.0, 2.0**-24, 2.0**-60]], np.float32), np.ones((1, 3), np.float32)
+    )
+    assert above[0] == np.float32(1.0 + 2.0**-23)
+    tie = _exact.canonical_pairs(
+        np.array([[1.0, 2.0**-24]], np.float32), np.ones((1, 2), np.float32)
+    )
+    assert tie[0] == np.float32(1.0)
+    rng = np.random.default_rng(4)
+    q = rng.standard_normal((400, 24)).astype(np.float32)
+    v = rng.standard_normal((400, 24)).astype(np.float32)
+    exact = [
+        _exact._exact_round(q[i].astype(np.float64), v[i].astype(np.float64)) for i in range(400)
+    ]
+    np.testing.assert_array_equal(_exact.canonical_pairs(q, v), np.array(exact, np.float32))
