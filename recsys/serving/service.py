@@ -53,6 +53,10 @@ __all__ = ["LoadedModel", "RecommendService", "ServingState"]
 logger = logging.getLogger(__name__)
 
 _P = ParamSpec("_P")
+#: How long the micro-batcher waits for returning clients after a batched flush: the
+#: in-process cost of a call is ~10 ms fixed plus ~5 ms per user, so a batch of 8 pays
+#: for a few ms of waiting many times over (cache-off HTTP benchmark, issue 15).
+_LINGER_S = 0.006
 _T = TypeVar("_T")
 
 SIMILAR = "similar"
@@ -388,10 +392,11 @@ class _MicroBatcher:
     thread), which makes one :meth:`Pipeline.recommend_block` call per (pipeline, component,
     k) and at most ``max_batch`` rows; the loop only awaits the result, so it keeps answering other
     requests (``/healthz``, ``/metrics``) meanwhile. At most ``max_in_flight`` flushes
-    per loop compute at a time (the service uses one per model thread: the tree traversal,
-    BLAS and sparse products release the GIL, so two flushes overlap on two cores); calls
-    made while they compute wait and go out together in the next one, so batches grow with
-    the load.
+    per loop compute at a time (the service uses one: requests made while it computes go
+    out together in the next flush, so batches grow with the load). When a flush that served
+    several waiters returns, the next one lingers up to ``linger_s`` for those clients'
+    next requests (ending as soon as as many are pending), so 8 closed-loop clients make
+    one batch of 8 rather than two cohorts of 4 taking turns; a lone client never waits.
 
     Stability: internal
 
@@ -407,6 +412,8 @@ class _MicroBatcher:
         Counts model calls and their lists, if given.
     max_in_flight
         Most flushes computing at once.
+    linger_s
+        Longest wait for returning clients after a flush of several waiters (0: none).
     """
 
     def __init__(
@@ -416,15 +423,19 @@ class _MicroBatcher:
         max_batch: int = 256,
         metrics: Metrics | None = None,
         max_in_flight: int = 1,
+        linger_s: float = 0.0,
     ) -> None:
         self._loop = loop
         self._executor = executor
         self._max_batch = max_batch
         self._metrics = metrics
         self._max_in_flight = max(1, max_in_flight)
+        self._linger_s = max(0.0, linger_s)
         self._pending: list[_Waiter] = []
         self._scheduled = False  # a flush is scheduled on the loop
         self._in_flight = 0  # flushes computing
+        self._lingering: asyncio.TimerHandle | None = None
+        self._expected = 0  # waiters the lingering flush waits for
 
     def submit(
         self, pipeline: Pipeline, model: str | None, row: _Row, k: int
@@ -432,6 +443,10 @@ class _MicroBatcher:
         """A future of ``(items, scores, sources, strategy)`` for one query row."""
         future: asyncio.Future[_Answer] = self._loop.create_future()
         self._pending.append((pipeline, model, row, k, future))
+        if self._lingering is not None and len(self._pending) >= self._expected:
+            self._lingering.cancel()  # everyone it waited for is back: go now
+            self._lingering = None
+            self._loop.call_soon(self._flush)
         self._schedule()
         return future
 
@@ -443,6 +458,9 @@ class _MicroBatcher:
     def _flush(self) -> None:
         """Send every pending call to the executor (on the loop; never computes)."""
         self._scheduled = False
+        if self._lingering is not None:
+            self._lingering.cancel()
+            self._lingering = None
         pending, self._pending = self._pending, []
         pending = [w for w in pending if not w[4].done()]  # clients that went away
         if not pending:
@@ -498,7 +516,16 @@ class _MicroBatcher:
                 else:
                     future.set_result(lists[n])
         self._in_flight -= 1
-        self._schedule()
+        served = len(pending)
+        if self._linger_s and served > 1 and self._in_flight == 0 and not self._scheduled:
+            # Concurrent clients just got their answers and send their next requests within
+            # a moment: wait for them (at most linger_s) so they share the next call instead
+            # of splitting into cohorts that take turns. One client at a time never waits.
+            self._scheduled = True
+            self._expected = served
+            self._lingering = self._loop.call_later(self._linger_s, self._flush)
+        else:
+            self._schedule()
 
 
 class RecommendService:
@@ -715,7 +742,7 @@ class RecommendService:
                 loop,
                 self._model_executor(),
                 metrics=self.metrics,
-                max_in_flight=self.model_threads,
+                linger_s=_LINGER_S,
             )
         return batcher
 

@@ -229,6 +229,35 @@ def test_micro_batch_equals_single_calls(tiny_pipeline: Pipeline) -> None:
     assert [len(a[0]) for a in popular] == [5, 5]
 
 
+def test_micro_batch_lingers_for_returning_clients_only(tiny_pipeline: Pipeline) -> None:
+    """After a flush of several waiters the next flush waits for as many requests (not for
+    the timer), so closed-loop clients share calls; a lone client never waits (#15)."""
+    sizes: list[int] = []
+
+    async def run() -> float:
+        loop = asyncio.get_running_loop()
+        batcher = _MicroBatcher(loop, linger_s=30.0)
+        compute = batcher._compute
+
+        def counted(pending: list) -> list:  # type: ignore[type-arg]
+            sizes.append(len(pending))
+            return compute(pending)
+
+        batcher._compute = counted  # type: ignore[method-assign]
+        t0 = loop.time()
+        await batcher.submit(tiny_pipeline, None, _Row(0), 3)  # alone: no linger after it
+        await batcher.submit(tiny_pipeline, None, _Row(1), 3)
+        for _ in range(3):  # three clients in a closed loop
+            await asyncio.gather(
+                *(batcher.submit(tiny_pipeline, None, _Row(u), 3) for u in (0, 1, 2))
+            )
+        return loop.time() - t0
+
+    elapsed = asyncio.run(run())
+    assert elapsed < 10.0  # never waited for the 30 s timer
+    assert sizes == [1, 1, 3, 3, 3]
+
+
 def test_micro_batch_passes_errors_to_every_waiter(tiny_pipeline: Pipeline) -> None:
     async def run() -> list[object]:
         batcher = _MicroBatcher(asyncio.get_running_loop())
