@@ -32,10 +32,16 @@ an HTTP client library); the server is a separate process started with
 phase, from ``/proc``; ``mean_model_batch`` and ``cache_hit_ratio`` come from its
 ``/metrics``. Results go to ``benchmarks/results/serve_load.json``.
 
+The ``cache_off`` configuration (run first, the headline: ``RECSYS_RECOMMEND_CACHE_SIZE=0``,
+``RECSYS_RECOMMEND_WARM_USERS=0``) measures the model's own cost: for known users
+(``GET /recommend/{user}``) and fold-ins (``POST /recommend``, a new user with 5
+``recent_items``), sequential latency on one connection and closed-loop throughput on
+``--cache-off-connections`` (8). Goals: >= 200 req/s each, sequential p99 <= 25 ms.
+
 Usage::
 
     PYTHONPATH=. .venv/bin/python benchmarks/serve_load.py [--artifact DIR] [--rate 200]
-        [--configs default,no_cache]
+        [--configs cache_off,default,no_cache]
     PYTHONPATH=. .venv/bin/python benchmarks/serve_load.py --configs foldin \
         --out benchmarks/results/serve_load_foldin.json [--foldin-seconds 60]
 """
@@ -424,6 +430,73 @@ def measure_foldin(
     }
 
 
+def measure_cache_off(
+    artifact: Path,
+    users: list[Any],
+    items: list[Any],
+    args: argparse.Namespace,
+    tmp: Path,
+    env: dict[str, str],
+) -> dict[str, Any]:
+    """The headline (issue 15): every request a model call (list cache and warm-up off).
+
+    For known users (``GET /recommend/{user}``) and fold-ins (``POST /recommend``, a new user
+    with 5 ``recent_items``): sequential latency (one connection, one request at a time)
+    and closed-loop throughput on ``--cache-off-connections`` connections.
+    """
+    server = ServerProcess(
+        artifact,
+        log_path=tmp / "server.log",
+        env={"RECSYS_LOG_REQUESTS": "true", **env},
+        args=["--events-log", str(tmp / "events.jsonl")],
+    )
+    out: dict[str, Any] = {}
+    with server:
+        assert server.proc is not None
+        pid, port = server.proc.pid, server.port
+        known = TargetMix(users, unknown_share=0.0, k=args.k)
+        foldin = FoldInMix(items, n_recent=5, k=args.k)
+        load_before = os.getloadavg()
+        run_phase(pid, lambda: closed_loop(port, known, 8, args.warmup))
+        run_phase(pid, lambda: closed_loop(port, foldin, 8, args.warmup))
+        health, h_sec, h_cpu = run_phase(
+            pid, lambda: closed_loop(port, lambda: "/healthz", 8, args.peak_seconds)
+        )
+        out["peak_healthz"] = health.summary(h_sec, h_cpu)
+        print("  peak /healthz", out["peak_healthz"], flush=True)
+        for name, mix in (("known", known), ("foldin", foldin)):
+            seq, q_sec, q_cpu = run_phase(
+                pid, lambda mix=mix: closed_loop(port, mix, 1, args.peak_seconds)
+            )
+            out[f"sequential_{name}"] = seq.summary(q_sec, q_cpu)
+            print(f"  sequential {name}", out[f"sequential_{name}"], flush=True)
+            c0 = scrape(port)
+            peak, p_sec, p_cpu = run_phase(
+                pid,
+                lambda mix=mix: closed_loop(
+                    port, mix, args.cache_off_connections, args.peak_seconds
+                ),
+            )
+            out[f"peak_{name}"] = {**peak.summary(p_sec, p_cpu), **counters(c0, scrape(port))}
+            print(f"  peak {name}", out[f"peak_{name}"], flush=True)
+        out["loadavg_before"] = [round(x, 2) for x in load_before]
+        out["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    return out
+
+
+def check_cache_off(run: dict[str, Any]) -> dict[str, bool]:
+    """The cache-off goals of issue 15, one flag each."""
+    flags: dict[str, bool] = {}
+    for name in ("known", "foldin"):
+        seq, peak = run[f"sequential_{name}"], run[f"peak_{name}"]
+        flags[f"{name}_peak_rps"] = peak["throughput_rps"] >= GOALS["cache_off_peak_rps_min"]
+        flags[f"{name}_sequential_p99"] = (
+            seq.get("p99_ms", float("inf")) <= GOALS["cache_off_sequential_p99_ms_max"]
+        )
+        flags[f"{name}_zero_errors"] = seq["errors"] == 0 and peak["errors"] == 0
+    return flags
+
+
 def check_foldin(run: dict[str, Any]) -> dict[str, bool]:
     """The fold-in goals, one flag each."""
     h, m, f = run["healthz_under_foldin"], run["metrics_under_foldin"], run["foldin"]
@@ -448,11 +521,16 @@ def check(run: dict[str, Any], rate: float) -> dict[str, bool]:
 
 
 GOALS = {
+    "cache_off_peak_rps_min": 200.0,
+    "cache_off_sequential_p99_ms_max": 25.0,
     "sustained_p99_ms_max": 25.0,
     "peak_recommend_over_healthz_min": 0.30,
     "healthz_p99_under_foldin_ms_max": 50.0,
 }
 CONFIGS = {
+    # the headline: every request a model call (no list cache, no warm-up), known users and
+    # fold-ins, sequential latency and 8-connection throughput
+    "cache_off": {"RECSYS_RECOMMEND_CACHE_SIZE": "0", "RECSYS_RECOMMEND_WARM_USERS": "0"},
     # the server as shipped: plain top lists cached per model (RECSYS_RECOMMEND_CACHE_SIZE)
     "default": {},
     # every request computes its list: the model's own cost under the same load
@@ -478,6 +556,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--foldin-connections", type=int, default=8, help="fold-in connections (foldin)"
+    )
+    parser.add_argument(
+        "--cache-off-connections",
+        type=int,
+        default=8,
+        help="closed-loop connections of the cache_off config",
     )
     parser.add_argument(
         "--probe-rate", type=float, default=50.0, help="/healthz probes per second (foldin)"
@@ -510,7 +594,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"config {name}: env {CONFIGS[name]}", flush=True)
             work = Path(tmp) / name
             work.mkdir()
-            if name in FOLDIN_CONFIGS:
+            if name == "cache_off":
+                runs[name] = measure_cache_off(artifact, users, items, args, work, CONFIGS[name])
+                runs[name]["env"] = CONFIGS[name]
+                runs[name]["passed"] = check_cache_off(runs[name])
+            elif name in FOLDIN_CONFIGS:
                 runs[name] = measure_foldin(artifact, items, args, work, CONFIGS[name])
                 runs[name]["env"] = CONFIGS[name]
                 runs[name]["passed"] = check_foldin(runs[name])
@@ -530,7 +618,11 @@ def main(argv: list[str] | None = None) -> int:
             "PYTHONPATH=. .venv/bin/python benchmarks/serve_load.py "
             + " ".join(argv if argv is not None else sys.argv[1:])
         ).strip(),
-        "dataset": "ml-100k (bundled), default pipeline (itemknn primary, popular cold start)",
+        "dataset": (
+            "ml-100k (bundled), default pipeline trained on all of it"
+            if args.artifact is None
+            else f"artifact {args.artifact}"
+        ),
         "server": "recsys serve, 1 uvicorn worker (h11, asyncio loop), request log on (info); "
         "concurrent plain requests share micro-batched model calls (mean_model_batch)",
         "request_mix": f"GET /recommend/{{user}}?k={args.k}: uniformly random training users, "
@@ -539,6 +631,9 @@ def main(argv: list[str] | None = None) -> int:
         "<5 random catalogue items>}: every request a fold-in model call (foldin config)",
         "phases": {
             "warmup_s": args.warmup,
+            "cache_off": f"known users (GET) and fold-ins (POST, 5 recent_items), each: "
+            f"sequential (1 connection, closed loop) then {args.cache_off_connections} "
+            f"connections closed loop, {args.peak_seconds:g} s each",
             "sustained": f"open loop, {args.rate:g} req/s for {args.duration:g} s, latency "
             "from the scheduled send time",
             "peak": f"closed loop, {args.connections} connections, {args.peak_seconds:g} s "
