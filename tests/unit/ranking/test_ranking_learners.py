@@ -29,6 +29,23 @@ def test_tree_export_reproduces_sklearn_exactly(rng: np.random.Generator) -> Non
     np.testing.assert_allclose(trees.decision_function(x), clf.decision_function(x), rtol=1e-12)
 
 
+def test_tree_blocks_of_rows_give_the_one_pass_scores_bit_for_bit(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recsys.ranking import learners
+
+    x, y = toy(rng)
+    trees = TreeEnsemble.fit(x, y, max_iter=30, min_samples_leaf=20)
+    x64 = np.asarray(x, np.float64)
+    known, f_idx = np.zeros((0, 8), np.uint32), np.zeros(x.shape[1], np.uint32)
+    one_pass = np.full(len(x), trees.baseline)
+    for tree in trees._trees():  # every tree over all rows at once, in tree order
+        one_pass += tree.predict(x64, known, f_idx, 1)
+    for rows in (len(x), 1000, 7):  # one block; blocks with a ragged last one
+        monkeypatch.setattr(learners, "_PREDICT_ROWS", rows)
+        np.testing.assert_array_equal(trees.decision_function(x), one_pass)
+
+
 def test_fitted_trees_separate_the_classes(rng: np.random.Generator) -> None:
     x, y = toy(rng)
     trees = TreeEnsemble.fit(x, y, max_iter=60, min_samples_leaf=20)
