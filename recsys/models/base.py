@@ -807,21 +807,28 @@ class HistoryFoldIn(BaseRecommender):
         scores = np.empty((n, k), np.float32)
         bs = self._block_size()
         for start in range(0, n, bs):
-            rows = h[start : start + bs]
-            queries = self._history_queries(rows)
-            block = self._score_history(rows) if queries is None else self._score_queries(queries)
-            empty = np.diff(rows.indptr) == 0
-            if empty.any():  # no history: the cold-start answer, as for unknown users
-                assert self.item_popularity_ is not None
-                block[empty] = self.item_popularity_
-            if exclude_seen:
-                _mask_rows(block, rows)
-            parts = None
-            if queries is not None:
-                inner = ~empty & self._queries_scored(queries)
-                parts = (inner, queries[inner])
+            block, parts = self._history_block(h[start : start + bs], exclude_seen)
             items[start : start + bs], scores[start : start + bs] = self._rank_rows(block, k, parts)
         return items, scores
+
+    def _history_block(
+        self, rows: sp.csr_matrix, exclude_seen: bool
+    ) -> tuple[NDArray[np.float32], tuple[NDArray[np.bool_], NDArray[np.float32]] | None]:
+        """The masked score block of some history rows and, for an inner-product model,
+        the rows it scores by inner product with their queries (see :meth:`_rank_rows`).
+        Empty rows score popularity, as unknown users do."""
+        queries = self._history_queries(rows)
+        block = self._score_history(rows) if queries is None else self._score_queries(queries)
+        empty = np.diff(rows.indptr) == 0
+        if empty.any():  # no history: the cold-start answer, as for unknown users
+            assert self.item_popularity_ is not None
+            block[empty] = self.item_popularity_
+        if exclude_seen:
+            _mask_rows(block, rows)
+        if queries is None:
+            return block, None
+        inner = ~empty & self._queries_scored(queries)
+        return block, (inner, queries[inner])
 
     def score_history_pairs(
         self,
@@ -855,18 +862,7 @@ class HistoryFoldIn(BaseRecommender):
         bs = self._block_size()
         for start in range(0, h.shape[0], bs):
             chunk = h[start : start + bs]
-            queries = self._history_queries(chunk)
-            block = self._score_history(chunk) if queries is None else self._score_queries(queries)
-            empty = np.diff(chunk.indptr) == 0
-            if empty.any():  # as recommend_for_history: the cold-start answer
-                assert self.item_popularity_ is not None
-                block[empty] = self.item_popularity_
-            if exclude_seen:
-                _mask_rows(block, chunk)
-            parts = None
-            if queries is not None:
-                inner = ~empty & self._queries_scored(queries)
-                parts = (inner, queries[inner])
+            block, parts = self._history_block(chunk, exclude_seen)
             sel = (rows >= start) & (rows < start + chunk.shape[0])
             out[sel] = self._pair_scores(block, parts, rows[sel] - start, items[sel])
         return out

@@ -778,16 +778,21 @@ class SVDPlusPlus(BaseRecommender):
         scores = np.empty((n, k), np.float32)
         bs = self._block_size()
         for start in range(0, n, bs):
-            rows = h[start : start + bs]
-            vectors, user_bias = self._fold_in(rows, use_ratings)
-            block = self._score_vectors(vectors, user_bias)
-            if exclude_seen:
-                _mask_rows(block, rows)
-            queries = self._pack_users(vectors, user_bias)
-            items[start : start + bs], scores[start : start + bs] = self._rank_rows(
-                block, k, (np.ones(len(queries), bool), queries)
-            )
+            block, parts = self._history_block(h[start : start + bs], use_ratings, exclude_seen)
+            items[start : start + bs], scores[start : start + bs] = self._rank_rows(block, k, parts)
         return items, scores
+
+    def _history_block(
+        self, rows: sp.csr_matrix, use_ratings: bool, exclude_seen: bool
+    ) -> tuple[NDArray[np.float32], tuple[NDArray[np.bool_], NDArray[np.float32]]]:
+        """The masked score block of checked history rows and their fold-in queries
+        (every row is scored by inner product)."""
+        vectors, user_bias = self._fold_in(rows, use_ratings)
+        block = self._score_vectors(vectors, user_bias)
+        if exclude_seen:
+            _mask_rows(block, rows)
+        queries = self._pack_users(vectors, user_bias)
+        return block, (np.ones(len(queries), bool), queries)
 
     def score_history_pairs(
         self,
@@ -808,15 +813,9 @@ class SVDPlusPlus(BaseRecommender):
         bs = self._block_size()
         for start in range(0, h.shape[0], bs):
             chunk = h[start : start + bs]
-            vectors, user_bias = self._fold_in(chunk, False)
-            block = self._score_vectors(vectors, user_bias)
-            if exclude_seen:
-                _mask_rows(block, chunk)
-            queries = self._pack_users(vectors, user_bias)
+            block, parts = self._history_block(chunk, False, exclude_seen)
             sel = (rows >= start) & (rows < start + chunk.shape[0])
-            out[sel] = self._pair_scores(
-                block, (np.ones(len(queries), bool), queries), rows[sel] - start, items[sel]
-            )
+            out[sel] = self._pair_scores(block, parts, rows[sel] - start, items[sel])
         return out
 
     def _check_histories(self, histories: sp.csr_matrix, use_ratings: bool) -> sp.csr_matrix:
