@@ -35,6 +35,8 @@ from recsys.errors import ArtifactError, DataError, NotFittedError
 
 __all__ = ["Learner", "LogisticLearner", "TreeEnsemble", "load_learner"]
 
+_MIN_CLASS_ROWS_FOR_VALIDATION = 20  # rows of the smaller class for early stopping
+
 #: Rows per pass over the trees. Each tree's traversal reads every row it is given; a
 #: block of 2,048 rows (~0.8 MB of float64 features) stays in cache while all trees walk
 #: it, where a batch job's ~190k rows (~74 MB) were streamed from memory once per tree
@@ -148,16 +150,21 @@ class TreeEnsemble:
         l2_regularization: float = 1.0,
         seed: int = 42,
     ) -> TreeEnsemble:
-        """Fit ``HistGradientBoostingClassifier`` (early stopping on 10% of the rows)."""
+        """Fit ``HistGradientBoostingClassifier`` (early stopping on 10% of the rows, when
+        each class has enough rows for a stratified validation split)."""
         from sklearn.ensemble import HistGradientBoostingClassifier
 
+        y = np.asarray(labels, np.bool_)
+        smaller = min(int(y.sum()), int(len(y) - y.sum()))
         clf = HistGradientBoostingClassifier(
             max_iter=max_iter,
             learning_rate=learning_rate,
             max_leaf_nodes=max_leaf_nodes,
             min_samples_leaf=min_samples_leaf,
             l2_regularization=l2_regularization,
-            early_stopping=True,
+            # a stratified 10% split needs two rows of each class on both sides (#14: a
+            # one-user log gave one positive and one negative row)
+            early_stopping=smaller >= _MIN_CLASS_ROWS_FOR_VALIDATION,
             validation_fraction=0.1,
             n_iter_no_change=20,
             random_state=seed,
@@ -166,7 +173,7 @@ class TreeEnsemble:
         # a column missing on every row carries nothing, and scikit-learn's binning fails
         # on it: make it constant (no split will use it, so NaN at prediction is harmless)
         x[:, np.isnan(x).all(axis=0)] = 0.0
-        clf.fit(x, np.asarray(labels, np.bool_))
+        clf.fit(x, y)
         return cls.from_sklearn(clf)
 
     @classmethod

@@ -81,9 +81,22 @@ def sparse_logs(draw: st.DrawFn) -> Log:
 REVIEWS = make_log(400, 5, 1, 2.0, 14, ratings=True, titles=True)
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# One user with two items: a ranker of one positive and one negative row, which a
+# stratified early-stopping split cannot divide (found by this test).
+ONE_USER = make_log(1, 3, 2, 0.0, 0, ratings=False, titles=True)
+
+
+# derandomize: the same examples on every machine and run, so CI never meets a new one;
+# widen max_examples locally to search further
+@settings(
+    max_examples=8,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(sparse_logs())
 @example(REVIEWS)
+@example(ONE_USER)
 def test_default_pipeline_trains_on_sparse_logs(log_items: Log) -> None:
     log, items = log_items
     pipe = Pipeline.fit(log, items=items, show_progress=False)
