@@ -62,7 +62,9 @@ class PipelineConfig(_Strict):
 
     The default is the full hybrid over the classical components and Doc2Vec; ``svdpp``
     scores (its predicted rating is a ranker feature). Left out with a warning when the
-    data cannot train them: ``svdpp`` without ratings, ``doc2vec`` without item documents.
+    data cannot train them (``svdpp`` without ratings, ``doc2vec`` without item documents)
+    or when their training fails; the manifest's ``skipped_components`` says why. A
+    component named with ``--models`` is never left out: its failure is the command's.
     """
 
     retrievers: list[str] = Field(
