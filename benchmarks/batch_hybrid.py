@@ -12,7 +12,8 @@ ML-100K split; build it with the commands below):
 * ``stages``: all users as one :func:`recsys.recommend.recommend_block` call in this
   process, with a timer around each stage (each candidate source, the merge, feature
   assembly, ranker inference, the top-k cut; the timers of ``profile_recommend.py``),
-  median over ``--repeats`` calls, plus a cProfile top list of one call.
+  median over ``--repeats`` calls, plus a cProfile top list of one call; with
+  ``--baseline-src`` the baseline's stages too (a process run from that source).
 
 Usage::
 
@@ -143,7 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/batch_hybrid.json"))
+    ap.add_argument("--stages-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.stages_only:  # the baseline's stages, in a process importing its source
+        print(json.dumps(stage_profile(args.artifact, args.k, args.repeats)))
+        return 0
     artifact = args.artifact.resolve()
     here = Path(__file__).resolve().parent.parent
     srcs = {"current": here}
@@ -180,10 +185,16 @@ def main(argv: list[str] | None = None) -> int:
         cur = result["job"]["current"]["median_users_per_s"]
         base = result["job"]["baseline"]["median_users_per_s"]
         result["speedup"] = round(cur / base, 2)
+    if "baseline" in srcs:
+        cmd = [sys.executable, __file__, "--stages-only", "--artifact", str(artifact)]
+        cmd += ["--k", str(args.k), "--repeats", str(args.repeats)]
+        env = {**os.environ, "PYTHONPATH": str(srcs["baseline"])}
+        done = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+        result["stages_baseline"] = json.loads(done.stdout.strip().splitlines()[-1])
     result["stages"] = stage_profile(artifact, args.k, args.repeats)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k != "stages"}, indent=1)[:3000])
+    print(json.dumps({k: v for k, v in result.items() if "stages" not in k}, indent=1)[:3000])
     print(json.dumps(result["stages"]["stages"], indent=1))
     return 0
 

@@ -24,7 +24,10 @@ that matches ``decision_function`` to float rounding (tested).
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, Self
 
@@ -41,10 +44,23 @@ _MIN_CLASS_ROWS_FOR_VALIDATION = 20  # rows of the smaller class for early stopp
 #: block of 2,048 rows (~0.8 MB of float64 features) stays in cache while all trees walk
 #: it, where a batch job's ~190k rows (~74 MB) were streamed from memory once per tree
 #: (3x slower). A row's sum still adds the trees in the same order, so scores are the
-#: same bits whatever the blocking. One thread: OpenMP threads cost more than they save
-#: on blocks this small, and on a busy machine their waiting made small blocks 10-100x
-#: slower; the batch job's chunk threads are its parallelism.
+#: same bits whatever the blocking. Blocks run on a pool of Python threads (the traversal
+#: releases the GIL), one OpenMP thread each: on the busy machine OpenMP's spinning
+#: threads made a block 10-100x slower at times; a single block (serving's few users)
+#: runs on the caller's thread.
 _PREDICT_ROWS = 2048
+_PREDICT_THREADS = max(1, os.cpu_count() or 1)
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _predict_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(_PREDICT_THREADS, thread_name_prefix="recsys-trees")
+        return _pool
+
 
 logger = logging.getLogger(__name__)
 
@@ -215,10 +231,20 @@ class TreeEnsemble:
         known = np.zeros((0, 8), np.uint32)
         f_idx = np.zeros(self.n_features, np.uint32)
         trees = self._trees()
-        for lo in range(0, x.shape[0], _PREDICT_ROWS):
-            block, acc = x[lo : lo + _PREDICT_ROWS], out[lo : lo + _PREDICT_ROWS]
+        step = _PREDICT_ROWS
+
+        def walk(lo: int) -> None:
+            block, acc = x[lo : lo + step], out[lo : lo + step]
             for tree in trees:
                 acc += tree.predict(block, known, f_idx, 1)
+
+        starts = range(0, x.shape[0], step)
+        if len(starts) > 1 and _PREDICT_THREADS > 1:
+            for _ in _predict_pool().map(walk, starts):
+                pass
+        else:
+            for lo in starts:
+                walk(lo)
         return out
 
     def save(self, path: Path) -> None:

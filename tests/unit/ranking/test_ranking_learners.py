@@ -41,9 +41,11 @@ def test_tree_blocks_of_rows_give_the_one_pass_scores_bit_for_bit(
     one_pass = np.full(len(x), trees.baseline)
     for tree in trees._trees():  # every tree over all rows at once, in tree order
         one_pass += tree.predict(x64, known, f_idx, 1)
-    for rows in (len(x), 1000, 7):  # one block; blocks with a ragged last one
-        monkeypatch.setattr(learners, "_PREDICT_ROWS", rows)
-        np.testing.assert_array_equal(trees.decision_function(x), one_pass)
+    for threads in (1, 2):  # blocks in this thread; blocks on the pool
+        monkeypatch.setattr(learners, "_PREDICT_THREADS", threads)
+        for rows in (len(x), 1000, 7):  # one block; blocks with a ragged last one
+            monkeypatch.setattr(learners, "_PREDICT_ROWS", rows)
+            np.testing.assert_array_equal(trees.decision_function(x), one_pass)
 
 
 def test_fitted_trees_separate_the_classes(rng: np.random.Generator) -> None:
