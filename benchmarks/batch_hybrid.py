@@ -12,8 +12,9 @@ ML-100K split; build it with the commands below):
 * ``stages``: all users as one :func:`recsys.recommend.recommend_block` call in this
   process, with a timer around each stage (each candidate source, the merge, feature
   assembly, ranker inference, the top-k cut; the timers of ``profile_recommend.py``),
-  median over ``--repeats`` calls, plus a cProfile top list of one call; with
-  ``--baseline-src`` the baseline's stages too (a process run from that source).
+  median over ``--repeats`` calls (BLAS at one thread, as in the job), plus a cProfile
+  top list of one call; with ``--baseline-src`` the baseline's stages too (a process run
+  from that source).
 
 Usage::
 
@@ -98,6 +99,14 @@ def same_output(a: Path, b: Path) -> bool:
 
 
 def stage_profile(artifact: Path, k: int, repeats: int) -> dict[str, Any]:
+    """Stages of one all-users block, BLAS at one thread as the job's local engine runs it."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, "blas"):
+        return _stage_profile(artifact, k, repeats)
+
+
+def _stage_profile(artifact: Path, k: int, repeats: int) -> dict[str, Any]:
     clock = StageClock()
     instrument(clock)
     pipe = Pipeline.load(artifact)
