@@ -127,3 +127,18 @@ def _single_source() -> Any:
     from recsys.retrieval import SourceList
 
     return SourceList("x", np.array([[0, 1]]), np.array([[1.0, 0.5]], np.float32))
+
+
+def test_pair_dots_in_blocks_equal_one_product_bit_for_bit(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recsys.ranking import features
+
+    left = rng.normal(size=(30, 24))
+    right = rng.normal(size=(50, 24)).astype(np.float32)
+    left_idx = np.sort(rng.integers(0, 30, 5000))
+    right_idx = rng.integers(0, 50, 5000)
+    one = np.einsum("nd,nd->n", left[left_idx], right[right_idx].astype(np.float64))
+    for block in (5000, 2048, 7):
+        monkeypatch.setattr(features, "_PAIR_BLOCK", block)
+        np.testing.assert_array_equal(features._pair_dots(left, left_idx, right, right_idx), one)
