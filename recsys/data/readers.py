@@ -551,6 +551,18 @@ def _normalise_ids(s: pd.Series, *, from_text: bool) -> pd.Series:
     return s.astype(str)
 
 
+def _ids_with_gaps(
+    norm: pd.Series, ok: NDArray[np.bool_] | pd.Series, index: pd.Index
+) -> pd.Series:
+    """Normalised ids of the ``ok`` rows placed on ``index``, missing (nullable) on the
+    others; ``norm`` itself when every row is ok."""
+    if bool(np.all(ok)):
+        return norm
+    merged = pd.Series(None, index=index, dtype="Int64" if norm.dtype == np.int64 else norm.dtype)
+    merged[ok] = norm
+    return merged
+
+
 def _infer_text_column(s: pd.Series) -> pd.Series:
     """A CSV text column -> int64 / float64 when every value is a canonical number."""
     nonnull = s.dropna()
@@ -912,14 +924,7 @@ def _validate_entities(
     ok = ~missing
     out = pd.DataFrame(index=df.index)
     norm = _normalise_ids(df.loc[ok, id_col], from_text=from_text)
-    if bool(ok.all()):
-        out[id_col] = norm
-    else:
-        merged = pd.Series(
-            None, index=df.index, dtype="Int64" if norm.dtype == np.int64 else norm.dtype
-        )
-        merged[ok] = norm
-        out[id_col] = merged
+    out[id_col] = _ids_with_gaps(norm, ok, df.index)
     dup = np.zeros(len(df), dtype=bool)
     dup[np.flatnonzero(ok)[norm.duplicated().to_numpy()]] = True
     col.add("duplicate_id", id_col, dup, df[id_col], "ids must be unique (the first is kept)")
@@ -1151,15 +1156,9 @@ def _read_keyed(
     for name in df.columns:
         values = df[name]
         if name in id_columns:
-            norm = _normalise_ids(values[ok], from_text=from_text)
-            if bool(ok.all()):
-                out[name] = norm
-            else:
-                merged = pd.Series(
-                    None, index=df.index, dtype="Int64" if norm.dtype == np.int64 else norm.dtype
-                )
-                merged[ok] = norm
-                out[name] = merged
+            out[name] = _ids_with_gaps(
+                _normalise_ids(values[ok], from_text=from_text), ok, df.index
+            )
         elif from_text and name not in text_columns:
             out[name] = _infer_text_column(values)
         else:

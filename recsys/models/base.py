@@ -554,10 +554,18 @@ class BaseRecommender(ABC):
         """
         return None
 
-    def _item_vectors(self) -> tuple[NDArray[np.float32], float]:
+    def _item_vectors(self) -> tuple[NDArray[np.float32], float] | None:
         """``(n_items, dim) float32`` item vectors of :meth:`_user_queries` and their
-        largest norm (cached per fitted state)."""
-        raise NotImplementedError(f"{type(self).__name__} is not an inner-product model")
+        largest norm (cached per fitted state); ``None`` (the default) for the models that
+        are not inner-product models."""
+        return None
+
+    def _inner_items(self) -> tuple[NDArray[np.float32], float]:
+        """:meth:`_item_vectors` where the caller has inner-product queries."""
+        found = self._item_vectors()
+        if found is None:  # an internal invariant: only inner-product models get here
+            raise TypeError(f"{type(self).__name__} has queries but no item vectors")
+        return found
 
     def _vectors_and_norm(self, vectors: NDArray[np.float32]) -> tuple[NDArray[np.float32], float]:
         """``vectors`` and their largest norm, the norm computed once per array."""
@@ -574,7 +582,7 @@ class BaseRecommender(ABC):
         if parts is None or not parts[0].any():
             return topk(block, k)
         mask, queries = parts
-        vectors, vmax = self._item_vectors()
+        vectors, vmax = self._inner_items()
         if mask.all():
             return _exact.rescore_topk(block, queries, vectors, k, max_item_norm=vmax)
         items = np.empty((len(block), k), np.int64)
@@ -584,6 +592,30 @@ class BaseRecommender(ABC):
         )
         items[~mask], scores[~mask] = topk(block[~mask], k)
         return items, scores
+
+    def _history_pair_scores(
+        self,
+        histories: sp.csr_matrix,
+        rows: ArrayLike,
+        items: ArrayLike,
+        block_of: Callable[
+            [sp.csr_matrix],
+            tuple[NDArray[np.float32], tuple[NDArray[np.bool_], NDArray[np.float32]] | None],
+        ],
+    ) -> NDArray[np.float32]:
+        """Scores of the pairs ``(rows[j], items[j])`` of checked history rows, block by
+        block: ``block_of`` gives a block's masked scores and inner-product rows (as for
+        :meth:`_rank_rows`), :meth:`_pair_scores` reads the pairs off it."""
+        rows = np.asarray(rows, np.int64)
+        items = np.asarray(items, np.int64)
+        out = np.full(len(rows), np.nan, np.float32)
+        bs = self._block_size()
+        for start in range(0, histories.shape[0], bs):
+            chunk = histories[start : start + bs]
+            block, parts = block_of(chunk)
+            sel = (rows >= start) & (rows < start + chunk.shape[0])
+            out[sel] = self._pair_scores(block, parts, rows[sel] - start, items[sel])
+        return out
 
     def _pair_scores(
         self,
@@ -602,7 +634,7 @@ class BaseRecommender(ABC):
             position = np.cumsum(mask) - 1  # row -> its query among the masked rows
             sel = mask[rows] & ~np.isnan(out)
             if sel.any():
-                vectors, _ = self._item_vectors()
+                vectors, _ = self._inner_items()
                 out[sel] = _exact.canonical_dot(
                     queries[position[rows[sel]]], vectors, items[sel][:, None]
                 )[:, 0]
@@ -653,7 +685,7 @@ class BaseRecommender(ABC):
             pair_row = row[inverse]
             sel = pair_row >= 0
             pos = np.flatnonzero(ok)
-            vectors, _ = self._item_vectors()
+            vectors, _ = self._inner_items()
             out[pos[sel]] = _exact.canonical_pairs(queries[pair_row[sel]], vectors[items[ok][sel]])
             ok = ok.copy()
             ok[pos[sel]] = False  # the other pairs (e.g. popularity rows) as below
@@ -856,16 +888,9 @@ class HistoryFoldIn(BaseRecommender):
                 f"{type(self).__name__}.score_history_pairs: histories have {h.shape[1]} "
                 f"columns, the model has {self.n_items} items"
             )
-        rows = np.asarray(rows, np.int64)
-        items = np.asarray(items, np.int64)
-        out = np.full(len(rows), np.nan, np.float32)
-        bs = self._block_size()
-        for start in range(0, h.shape[0], bs):
-            chunk = h[start : start + bs]
-            block, parts = self._history_block(chunk, exclude_seen)
-            sel = (rows >= start) & (rows < start + chunk.shape[0])
-            out[sel] = self._pair_scores(block, parts, rows[sel] - start, items[sel])
-        return out
+        return self._history_pair_scores(
+            h, rows, items, lambda chunk: self._history_block(chunk, exclude_seen)
+        )
 
     def _history_queries(self, histories: sp.csr_matrix) -> NDArray[np.float32] | None:
         """Query vectors ``(n, dim) float32`` of history rows for an inner-product model
@@ -881,5 +906,5 @@ class HistoryFoldIn(BaseRecommender):
     def _score_queries(self, queries: NDArray[np.float32]) -> NDArray[np.float32]:
         """Approximate ``(n, n_items) float32`` scores of query vectors (a BLAS product);
         used only to choose the candidates that are then scored canonically."""
-        vectors, _ = self._item_vectors()
+        vectors, _ = self._inner_items()
         return np.asarray(queries @ vectors.T, np.float32)

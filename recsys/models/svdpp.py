@@ -807,16 +807,9 @@ class SVDPlusPlus(BaseRecommender):
         the catalogue; see :meth:`recsys.models.base.HistoryFoldIn.score_history_pairs`."""
         check_is_fitted(self)
         h = self._check_histories(histories, False)
-        rows = np.asarray(rows, np.int64)
-        items = np.asarray(items, np.int64)
-        out = np.full(len(rows), np.nan, np.float32)
-        bs = self._block_size()
-        for start in range(0, h.shape[0], bs):
-            chunk = h[start : start + bs]
-            block, parts = self._history_block(chunk, False, exclude_seen)
-            sel = (rows >= start) & (rows < start + chunk.shape[0])
-            out[sel] = self._pair_scores(block, parts, rows[sel] - start, items[sel])
-        return out
+        return self._history_pair_scores(
+            h, rows, items, lambda chunk: self._history_block(chunk, False, exclude_seen)
+        )
 
     def _check_histories(self, histories: sp.csr_matrix, use_ratings: bool) -> sp.csr_matrix:
         name = type(self).__name__
